@@ -1,0 +1,142 @@
+//! PUBLISH (3.3), the hot path: the topic and payload of a decoded PUBLISH are slices of
+//! the read buffer, and encoding writes straight into the caller's buffer.
+
+use bytes::BytesMut;
+
+use super::property::decode_publish_properties;
+use super::read::Reader;
+use super::write::{self, put_properties, Body, Sink};
+use super::{DecodeError, EncodeError};
+use crate::limits::SUBSCRIPTION_IDENTIFIER_MAX;
+use crate::packet::{PacketId, ProtocolVersion, Publish, PublishProperties, QoS};
+
+const DUP: u8 = 0b1000;
+const RETAIN: u8 = 0b0001;
+
+/// A topic name a PUBLISH or will may carry: not empty, no wildcard (3.3.2.1).
+pub(crate) fn check_topic_name(topic: &str) -> Result<(), DecodeError> {
+    if topic.is_empty() {
+        return Err(DecodeError::TopicNameInvalid("empty topic name"));
+    }
+    if topic.bytes().any(|b| b == b'+' || b == b'#') {
+        return Err(DecodeError::TopicNameInvalid("wildcard in a topic name"));
+    }
+    Ok(())
+}
+
+pub(crate) fn decode_publish(
+    flags: u8,
+    r: &mut Reader,
+    version: ProtocolVersion,
+) -> Result<Publish, DecodeError> {
+    let qos =
+        QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
+    let topic = r.string()?;
+    let packet_id = match qos {
+        QoS::AtMostOnce => None,
+        QoS::AtLeastOnce | QoS::ExactlyOnce => {
+            Some(PacketId::new(r.u16()?).ok_or(DecodeError::Malformed("packet identifier 0"))?)
+        }
+    };
+    let properties = match version {
+        ProtocolVersion::V5 => decode_publish_properties(r)?,
+        ProtocolVersion::V311 => PublishProperties::default(),
+    };
+    // MQTT 5 lets a topic alias stand in for the topic (3.3.2.3.4).
+    if !(topic.is_empty() && properties.topic_alias.is_some()) {
+        check_topic_name(&topic)?;
+    }
+    Ok(Publish {
+        dup: flags & DUP != 0,
+        qos,
+        retain: flags & RETAIN != 0,
+        topic,
+        packet_id,
+        properties,
+        payload: r.rest(),
+    })
+}
+
+/// The flag bits of a PUBLISH fixed header.
+pub(crate) fn flags(publish: &Publish) -> u8 {
+    let mut flags = publish.qos.as_u8() << 1;
+    if publish.dup {
+        flags |= DUP;
+    }
+    if publish.retain {
+        flags |= RETAIN;
+    }
+    flags
+}
+
+pub(crate) fn validate_publish(
+    publish: &Publish,
+    version: ProtocolVersion,
+) -> Result<(), EncodeError> {
+    match (publish.qos, publish.packet_id) {
+        (QoS::AtMostOnce, Some(_)) => {
+            return Err(EncodeError::Invalid("QoS 0 PUBLISH with a packet id"))
+        }
+        (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
+            return Err(EncodeError::Invalid("QoS 1/2 PUBLISH without a packet id"))
+        }
+        _ => {}
+    }
+    if publish.dup && publish.qos == QoS::AtMostOnce {
+        return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
+    }
+    let alias = version == ProtocolVersion::V5 && publish.properties.topic_alias.is_some();
+    if publish.topic.is_empty() && !alias {
+        return Err(EncodeError::Invalid("PUBLISH without a topic"));
+    }
+    if publish
+        .properties
+        .subscription_identifiers
+        .iter()
+        .any(|id| id.get() > SUBSCRIPTION_IDENTIFIER_MAX)
+    {
+        return Err(EncodeError::Invalid(
+            "subscription identifier over 268,435,455",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn emit_publish_body<S: Sink>(publish: &Publish, version: ProtocolVersion, s: &mut S) {
+    s.put_prefixed(publish.topic.as_bytes());
+    if let Some(id) = publish.packet_id {
+        s.put_u16(id.get());
+    }
+    if version == ProtocolVersion::V5 {
+        put_properties(s, &publish.properties);
+    }
+    s.put_slice(&publish.payload);
+}
+
+impl Body for Publish {
+    fn emit_body<S: Sink>(&self, version: ProtocolVersion, sink: &mut S) {
+        emit_publish_body(self, version, sink);
+    }
+}
+
+/// Appends one PUBLISH to `buf` without going through [`crate::packet::Packet`];
+/// returns the bytes written. On error nothing is written.
+pub fn encode_publish(
+    publish: &Publish,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    validate_publish(publish, version)?;
+    let body_len = write::body_len(publish, version)?;
+    let frame_len = write::frame_len(body_len);
+    buf.reserve(frame_len);
+    write::put_frame(buf, (3 << 4) | flags(publish), body_len, publish, version);
+    Ok(frame_len)
+}
+
+/// The bytes [`encode_publish`] would write: what a receiver's maximum packet size is
+/// compared with.
+pub fn publish_len(publish: &Publish, version: ProtocolVersion) -> Result<usize, EncodeError> {
+    validate_publish(publish, version)?;
+    write::body_len(publish, version).map(write::frame_len)
+}
