@@ -42,8 +42,15 @@ pub(crate) fn decode_publish(
         ProtocolVersion::V5 => decode_publish_properties(r)?,
         ProtocolVersion::V311 => PublishProperties::default(),
     };
-    // MQTT 5 lets a topic alias stand in for the topic (3.3.2.3.4).
-    if !(topic.is_empty() && properties.topic_alias.is_some()) {
+    // MQTT 5 lets a topic alias stand in for the topic (3.3.2.3.4); an empty topic
+    // without one is a protocol error (3.3.2.1).
+    if topic.is_empty() {
+        if properties.topic_alias.is_none() {
+            return Err(DecodeError::Protocol(
+                "empty topic name without a topic alias",
+            ));
+        }
+    } else {
         check_topic_name(&topic)?;
     }
     Ok(Publish {
