@@ -252,6 +252,7 @@ impl ReasonCode {
     }
 }
 
+#[allow(clippy::derivable_impls)] // `#[default]` cannot be placed through the macro.
 impl Default for ReasonCode {
     fn default() -> ReasonCode {
         ReasonCode::Success
