@@ -48,17 +48,17 @@ fn filter() -> impl Strategy<Value = String> {
 
 #[derive(Debug, Clone)]
 enum TrieOp {
-    Insert { filter: String, key: u8, value: u8 },
+    Insert { filter: Index, key: u8, value: u8 },
     RemoveExisting(Index),
-    RemoveAny { filter: String, key: u8 },
+    RemoveAny { filter: Index, key: u8 },
 }
 
-fn trie_op() -> impl Strategy<Value = TrieOp> {
+fn trie_op(keys: u8) -> impl Strategy<Value = TrieOp> {
     prop_oneof![
-        4 => (filter(), 0u8..4, any::<u8>())
+        4 => (any::<Index>(), 0..keys, any::<u8>())
             .prop_map(|(filter, key, value)| TrieOp::Insert { filter, key, value }),
         2 => any::<Index>().prop_map(TrieOp::RemoveExisting),
-        1 => (filter(), 0u8..4).prop_map(|(filter, key)| TrieOp::RemoveAny { filter, key }),
+        1 => (any::<Index>(), 0..keys).prop_map(|(filter, key)| TrieOp::RemoveAny { filter, key }),
     ]
 }
 
@@ -83,14 +83,24 @@ fn has_filter(model: &Model, filter: &str) -> bool {
     model.keys().any(|(f, _)| f == filter)
 }
 
+/// Picks from a small per-case pool so that the same filters come back and share
+/// groups grow past two members.
+fn pick(pool: &[String], index: Index) -> String {
+    pool.get(index.index(pool.len()))
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn apply(
     trie: &mut SubscriptionTrie<u8, Subscription>,
     model: &mut Model,
+    pool: &[String],
     op: TrieOp,
     joined: &mut u64,
 ) -> Result<(), TestCaseError> {
     match op {
         TrieOp::Insert { filter, key, value } => {
+            let filter = pick(pool, filter);
             inner_filter(&filter)?;
             let was_new = !has_filter(model, &filter);
             let previous = model.get(&(filter.clone(), key)).cloned();
@@ -123,6 +133,7 @@ fn apply(
             );
         }
         TrieOp::RemoveAny { filter, key } => {
+            let filter = pick(pool, filter);
             let expected = model.remove(&(filter.clone(), key));
             let outcome = trie.remove(&filter, key);
             prop_assert_eq!(outcome.map(|o| o.value), expected);
@@ -188,16 +199,16 @@ fn check_trie(
 
 #[derive(Debug, Clone)]
 enum RetainedOp {
-    Insert { topic: String, value: u8 },
+    Insert { topic: Index, value: u8 },
     RemoveExisting(Index),
-    RemoveAny(String),
+    RemoveAny(Index),
 }
 
 fn retained_op() -> impl Strategy<Value = RetainedOp> {
     prop_oneof![
-        4 => (topic_name(), any::<u8>()).prop_map(|(topic, value)| RetainedOp::Insert { topic, value }),
+        4 => (any::<Index>(), any::<u8>()).prop_map(|(topic, value)| RetainedOp::Insert { topic, value }),
         2 => any::<Index>().prop_map(RetainedOp::RemoveExisting),
-        1 => topic_name().prop_map(RetainedOp::RemoveAny),
+        1 => any::<Index>().prop_map(RetainedOp::RemoveAny),
     ]
 }
 
@@ -231,7 +242,8 @@ proptest! {
 
     #[test]
     fn trie_agrees_with_naive_matcher(
-        ops in prop::collection::vec(trie_op(), 1..60),
+        pool in prop::collection::vec(filter(), 1..12),
+        ops in prop::collection::vec(trie_op(4), 1..60),
         topics in prop::collection::vec(topic_name(), 1..8),
     ) {
         let mut trie = SubscriptionTrie::new();
@@ -239,7 +251,7 @@ proptest! {
         let mut model = Model::new();
         let mut joined = 0;
         for op in ops {
-            apply(&mut trie, &mut model, op, &mut joined)?;
+            apply(&mut trie, &mut model, &pool, op, &mut joined)?;
             check_trie(&trie, &model, &topics)?;
         }
         let remaining: Vec<(String, u8)> = model.keys().cloned().collect();
@@ -254,6 +266,7 @@ proptest! {
 
     #[test]
     fn retained_agrees_with_naive_matcher(
+        pool in prop::collection::vec(topic_name(), 1..16),
         ops in prop::collection::vec(retained_op(), 1..60),
         filters in prop::collection::vec(plain_filter(), 1..8),
     ) {
@@ -263,6 +276,7 @@ proptest! {
         for op in ops {
             match op {
                 RetainedOp::Insert { topic, value } => {
+                    let topic = pick(&pool, topic);
                     prop_assert_eq!(validate_topic_name(&topic, LEVELS_MAX), Ok(()));
                     prop_assert_eq!(tree.insert(&topic, value), model.insert(topic, value));
                 }
@@ -276,6 +290,7 @@ proptest! {
                     }
                 }
                 RetainedOp::RemoveAny(topic) => {
+                    let topic = pick(&pool, topic);
                     prop_assert_eq!(tree.remove(&topic), model.remove(&topic));
                 }
             }
@@ -305,5 +320,27 @@ proptest! {
             _ => f.len() == n.len() && f.iter().zip(&n).all(|(p, l)| *p == "+" || p == l),
         };
         prop_assert_eq!(matches(&filter, &name), covered && !dollar_blocked);
+    }
+}
+
+proptest! {
+    // Long runs on one filter: fewer cases suffice.
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Many subscribers on one filter and one share group: the key -> position index
+    /// kicks in and out, and members must keep their joining order throughout.
+    #[test]
+    fn crowded_filter_keeps_entries_and_order(
+        ops in prop::collection::vec(trie_op(40), 1..300),
+    ) {
+        let pool = ["t".to_owned(), "$share/g/t".to_owned()];
+        let topics = ["t".to_owned()];
+        let mut trie = SubscriptionTrie::new();
+        let mut model = Model::new();
+        let mut joined = 0;
+        for op in ops {
+            apply(&mut trie, &mut model, &pool, op, &mut joined)?;
+            check_trie(&trie, &model, &topics)?;
+        }
     }
 }
