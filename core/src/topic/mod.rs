@@ -10,11 +10,13 @@
 //!   filter, which are what a shard announces to the other shards and nodes.
 //! - `retained`: [`RetainedTree`], topic name -> retained message, searched with a
 //!   filter when a client subscribes.
+//! - `level`: splitting off one level, and the inline level keys both structures use.
 //!
 //! Neither structure validates: the caller checks a name or filter once, where it enters
 //! the broker, and the structures trust it. Both free a node as soon as nothing needs it,
 //! so memory follows the current subscriptions and retained messages, not their history.
 
+mod level;
 mod retained;
 mod trie;
 mod validate;

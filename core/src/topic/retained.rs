@@ -9,6 +9,8 @@ use std::fmt;
 
 use foldhash::fast::RandomState;
 
+use super::level::{split_first_level, Level};
+
 /// Retained values keyed by topic name (validated by the caller).
 pub struct RetainedTree<V> {
     root: Node<V>,
@@ -87,7 +89,7 @@ impl<V> RetainedTree<V> {
             if depth > 0 && (node.entry.is_some() || node.children.len() > 1) {
                 keep_depth = depth;
             }
-            node = node.children.get_mut(level)?;
+            node = node.children.get_mut(level.as_bytes())?;
             depth += 1;
         }
         let entry = node.entry.take()?;
@@ -101,7 +103,7 @@ impl<V> RetainedTree<V> {
     pub fn get(&self, topic: &str) -> Option<&V> {
         let mut node = &self.root;
         for level in topic.split('/') {
-            node = node.children.get(level)?;
+            node = node.children.get(level.as_bytes())?;
         }
         node.entry.as_ref().map(|entry| &entry.value)
     }
@@ -117,14 +119,17 @@ impl<V> RetainedTree<V> {
         let mut levels = topic.split('/');
         let mut node = &mut self.root;
         for level in levels.by_ref().take(keep_depth) {
-            match node.children.get_mut(level) {
+            match node.children.get_mut(level.as_bytes()) {
                 Some(child) => node = child,
                 None => return,
             }
         }
         if let Some(level) = levels.next() {
-            if node.children.remove(level).is_some() {
+            if node.children.remove(level.as_bytes()).is_some() {
                 self.node_count -= depth - keep_depth;
+                if node.children.capacity() > 4 * node.children.len().max(8) {
+                    node.children.shrink_to_fit();
+                }
             }
         }
     }
@@ -137,7 +142,7 @@ enum Position {
 }
 
 struct Node<V> {
-    children: HashMap<Box<str>, Box<Node<V>>, RandomState>,
+    children: HashMap<Level, Box<Node<V>>, RandomState>,
     entry: Option<Entry<V>>,
 }
 
@@ -155,9 +160,10 @@ impl<V> Node<V> {
     }
 
     fn child_or_insert(&mut self, level: &str) -> (&mut Self, bool) {
-        // One allocation per level even when it exists: see the trie's `child_or_insert`.
+        // Retained publishes mostly overwrite an existing topic: with inline levels the
+        // owned key the entry API wants costs a copy, not an allocation.
         let mut created = false;
-        let child = self.children.entry(level.into()).or_insert_with(|| {
+        let child = self.children.entry(Level::new(level)).or_insert_with(|| {
             created = true;
             Box::new(Node::new())
         });
@@ -169,22 +175,19 @@ impl<V> Node<V> {
     where
         F: FnMut(&'a str, &'a V),
     {
-        let (level, rest) = match filter.split_once('/') {
-            Some((level, rest)) => (level, Some(rest)),
-            None => (filter, None),
-        };
+        let (level, rest) = split_first_level(filter);
         match level {
             "#" => self.visit_subtree(position, visit),
             "+" => {
                 for (name, child) in &self.children {
-                    if position == Position::Root && name.starts_with('$') {
+                    if position == Position::Root && name.as_bytes().starts_with(b"$") {
                         continue;
                     }
                     child.match_rest(rest, visit);
                 }
             }
             _ => {
-                if let Some(child) = self.children.get(level) {
+                if let Some(child) = self.children.get(level.as_bytes()) {
                     child.match_rest(rest, visit);
                 }
             }
@@ -213,7 +216,7 @@ impl<V> Node<V> {
             Position::Root => stack.extend(
                 self.children
                     .iter()
-                    .filter(|(name, _)| !name.starts_with('$'))
+                    .filter(|(name, _)| !name.as_bytes().starts_with(b"$"))
                     .map(|(_, child)| &**child),
             ),
         }

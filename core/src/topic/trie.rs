@@ -6,11 +6,11 @@
 //! groups of a filter live on the node of its last level; `$share/{group}/{filter}` is
 //! filed under `filter`'s node, in group `group`, apart from the plain subscribers.
 //!
-//! Depth: insert, remove and drop walk iteratively or recursively along one filter, and
-//! matching recurses at most as deep as the deepest filter. Callers validate filters
-//! with a sane `levels_max` (see [`crate::limits::TOPIC_LEVELS_DEFAULT`]) before
-//! inserting them; the trie itself does not re-validate, but stays consistent (an insert
-//! is undone by the same remove) on any string.
+//! Depth: insert, remove and pruning loop; matching and dropping recurse, at most as deep
+//! as the deepest filter. Callers validate filters with a bounded `levels_max` (see
+//! [`crate::limits::TOPIC_LEVELS_DEFAULT`]) before inserting them; the trie does not
+//! re-validate, but stays consistent (an insert is undone by the same remove) on any
+//! string.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +18,7 @@ use std::hash::Hash;
 
 use foldhash::fast::RandomState;
 
+use super::level::{split_first_level, Level};
 use super::validate::split_shared;
 
 /// What an insert changed.
@@ -321,7 +322,9 @@ enum Wildcards {
 }
 
 struct Node<K, V> {
-    children: HashMap<Box<str>, Box<Node<K, V>>, RandomState>,
+    // Children boxed: a node is ~100 bytes, and most maps hold one or two of them in
+    // buckets that would otherwise be mostly empty.
+    children: HashMap<Level, Box<Node<K, V>>, RandomState>,
     plus: Option<Box<Node<K, V>>>,
     hash: Option<Box<Node<K, V>>>,
     plain: Entries<K, V>,
@@ -375,7 +378,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         match level {
             "+" => self.plus.as_deref(),
             "#" => self.hash.as_deref(),
-            _ => self.children.get(level).map(|child| &**child),
+            _ => self.children.get(level.as_bytes()).map(|child| &**child),
         }
     }
 
@@ -383,7 +386,10 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         match level {
             "+" => self.plus.as_deref_mut(),
             "#" => self.hash.as_deref_mut(),
-            _ => self.children.get_mut(level).map(|child| &mut **child),
+            _ => self
+                .children
+                .get_mut(level.as_bytes())
+                .map(|child| &mut **child),
         }
     }
 
@@ -392,11 +398,10 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
             "+" => &mut self.plus,
             "#" => &mut self.hash,
             _ => {
-                // The entry API wants an owned key even when the level exists; subscribing
-                // is rare next to matching, so one small allocation per level is accepted
-                // to keep this free of a second lookup and of an impossible `None`.
+                // The entry API takes an owned key even when the level exists: building a
+                // `Level` is a copy, cheaper than a second lookup.
                 let mut created = false;
-                let child = self.children.entry(level.into()).or_insert_with(|| {
+                let child = self.children.entry(Level::new(level)).or_insert_with(|| {
                     created = true;
                     Box::new(Node::new())
                 });
@@ -411,7 +416,14 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         match level {
             "+" => self.plus.take().is_some(),
             "#" => self.hash.take().is_some(),
-            _ => self.children.remove(level).is_some(),
+            _ => {
+                let removed = self.children.remove(level.as_bytes()).is_some();
+                // A level that once had many children should not keep their buckets.
+                if self.children.capacity() > 4 * self.children.len().max(8) {
+                    self.children.shrink_to_fit();
+                }
+                removed
+            }
         }
     }
 
@@ -421,10 +433,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
     where
         F: FnMut(Match<'a, K, V>),
     {
-        let (level, rest) = match topic.split_once('/') {
-            Some((level, rest)) => (level, Some(rest)),
-            None => (topic, None),
-        };
+        let (level, rest) = split_first_level(topic);
         if let Wildcards::Match = wildcards {
             if let Some(hash) = &self.hash {
                 hash.visit_entries(visit);
@@ -435,7 +444,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         }
         // Most nodes on a long exact path have no other children: skip the hashing.
         if !self.children.is_empty() {
-            if let Some(child) = self.children.get(level) {
+            if let Some(child) = self.children.get(level.as_bytes()) {
                 child.match_rest(rest, visit);
             }
         }
@@ -484,7 +493,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         let named = self
             .children
             .iter()
-            .map(|(level, child)| (&**child, &**level));
+            .map(|(level, child)| (&**child, level.as_str()));
         let plus = self.plus.as_deref().map(|child| (child, "+"));
         let hash = self.hash.as_deref().map(|child| (child, "#"));
         for (child, level) in named.chain(plus).chain(hash) {
@@ -818,6 +827,30 @@ mod tests {
             assert!(trie.remove("$share/g/big", key).is_some());
         }
         assert_eq!((trie.len(), trie.node_count()), (0, 0));
+    }
+
+    #[test]
+    fn long_levels_are_keys_like_short_ones() {
+        let inline = "i".repeat(22);
+        let heap = "h".repeat(23);
+        let long = format!("{inline}/{heap}/ünïcödé-ünïcödé-ünïcödé");
+        let mut trie: SubscriptionTrie<u32, ()> = SubscriptionTrie::new();
+        let _ = trie.insert(&long, 1, ());
+        let _ = trie.insert(&format!("{inline}/+/#"), 2, ());
+        let mut keys = Vec::new();
+        trie.for_each_match(&long, |m| {
+            if let Match::Plain { key, .. } = m {
+                keys.push(key);
+            }
+        });
+        keys.sort();
+        assert_eq!(keys, [1, 2]);
+        let mut filters = Vec::new();
+        trie.for_each_filter(|f| filters.push(f.to_owned()));
+        assert!(filters.contains(&long));
+        assert!(trie.remove(&long, 1).is_some());
+        assert!(trie.remove(&format!("{inline}/+/#"), 2).is_some());
+        assert_eq!(trie.node_count(), 0);
     }
 
     #[test]
