@@ -76,6 +76,11 @@ struct Flags {
     )]
     max_subscriptions_per_client: usize,
 
+    /// Longest keep alive a client may use, in seconds (MQTT 5 clients are told);
+    /// 0 accepts whatever the client asks, including none.
+    #[arg(long, env = "RINGMQ_MAX_KEEP_ALIVE", default_value_t = 0)]
+    max_keep_alive: u16,
+
     /// Seconds a new connection has to send CONNECT.
     #[arg(long, env = "RINGMQ_CONNECT_TIMEOUT", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -165,6 +170,7 @@ fn config(flags: &Flags) -> anyhow::Result<(BrokerConfig, Vec<PortReservation>)>
         queued_messages_max: flags.max_queued_messages,
         topic_levels_max: usize::from(flags.max_topic_levels),
         subscriptions_per_client_max: flags.max_subscriptions_per_client,
+        keep_alive_max_s: flags.max_keep_alive,
         connect_timeout: Duration::from_secs(flags.connect_timeout),
         session_expiry_max_s: flags.max_session_expiry,
         ..Limits::default()

@@ -36,6 +36,8 @@ pub struct Limits {
     pub subscriptions_per_client_max: usize,
     /// Inbound topic aliases an MQTT 5 client may use.
     pub topic_alias_max: u16,
+    /// Longest keep alive a client may use; 0 accepts the client's (even none).
+    pub keep_alive_max_s: u16,
     /// How long a new connection has to send CONNECT.
     pub connect_timeout: Duration,
     /// Cap on the session expiry a client asks for; also the lifetime of MQTT 3.1.1
@@ -60,6 +62,7 @@ impl Default for Limits {
             topic_levels_max: ringmq_core::limits::TOPIC_LEVELS_DEFAULT,
             subscriptions_per_client_max: 1000,
             topic_alias_max: 64,
+            keep_alive_max_s: 0,
             connect_timeout: Duration::from_secs(10),
             session_expiry_max_s: 24 * 3600,
             outbound_bytes_max: 1024 * 1024,

@@ -185,7 +185,6 @@ pub(crate) async fn serve(
         }
     };
     let client_id = connect.client_id.clone();
-    let keep_alive_s = connect.keep_alive_s;
     let generation = ctx.state.borrow_mut().next_generation();
     let conn = ConnHandle::new(generation, peer);
     let attached = ctx.state.borrow_mut().attach(connect, assigned, &conn);
@@ -194,7 +193,8 @@ pub(crate) async fn serve(
     info!(client = %client_id, %peer, shard = ctx.id, version = ?attached.version, "connected");
 
     // Keep alive is enforced at one and a half times the client's (MQTT 3.1.2.10).
-    let timeout = (keep_alive_s > 0).then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
+    let keep_alive_ms = u64::from(attached.keep_alive_s) * 1500;
+    let timeout = (keep_alive_ms > 0).then(|| Duration::from_millis(keep_alive_ms));
     if reader.set_timeout(timeout).is_err() {
         conn.close_with(CloseReason::Kicked(ReasonCode::UnspecifiedError));
     }
@@ -259,6 +259,11 @@ async fn read_loop(
             }
         }
         ctx.flush().await;
+        // A client that does not read its messages stops being read: its output
+        // buffer, even its own PINGRESPs, never grows past the limit.
+        while conn.out.borrow().len() >= ctx.limits.outbound_bytes_max && conn.close.get().is_none() {
+            conn.drained.notified().await;
+        }
         match reader.read_into(buf, READ_CHUNK).await {
             Ok(0) => return (Ending::Abnormal, "connection closed by the client"),
             Ok(n) => ctx.stats.bytes_received.add(n as u64),
@@ -393,6 +398,7 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
             }
             ctx.stats.bytes_sent.add(spare.len() as u64);
             spare.clear();
+            conn.drained.notify();
             continue;
         }
         if conn.close.get().is_some() {

@@ -54,6 +54,8 @@ pub(crate) enum CloseReason {
 pub(crate) struct ConnHandle {
     pub out: RefCell<BytesMut>,
     pub wake: Notify,
+    /// Rung by the writer after each write, for a reader waiting for room.
+    pub drained: Notify,
     /// Set when the broker ends the connection: the writer flushes and closes.
     pub close: Cell<Option<CloseReason>>,
     pub generation: u64,
@@ -65,6 +67,7 @@ impl ConnHandle {
         Rc::new(ConnHandle {
             out: RefCell::new(BytesMut::with_capacity(4096)),
             wake: Notify::default(),
+            drained: Notify::default(),
             close: Cell::new(None),
             generation,
             peer,
@@ -135,6 +138,8 @@ impl SubscribePlan {
 pub(crate) struct Attached {
     pub key: SessionKey,
     pub version: ProtocolVersion,
+    /// The keep alive in force (the client's, or the broker's cap).
+    pub keep_alive_s: u16,
 }
 
 /// How a connection ended, as far as will and expiry care.
@@ -240,6 +245,7 @@ impl Shard {
         assigned_id: bool,
         conn: &Rc<ConnHandle>,
     ) -> Attached {
+        let keep_alive_s = self.keep_alive_s(connect.keep_alive_s);
         let now = now();
         let connect = *connect;
         let version = connect.protocol;
@@ -293,6 +299,9 @@ impl Shard {
             if asked_expiry_s > expiry_max {
                 properties.session_expiry_interval_s = Some(expiry_max);
             }
+            if keep_alive_s != connect.keep_alive_s {
+                properties.server_keep_alive_s = Some(keep_alive_s);
+            }
         }
         let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present,
@@ -301,7 +310,11 @@ impl Shard {
         }));
 
         let Some(slot) = self.sessions.get_mut(&key) else {
-            return Attached { key, version };
+            return Attached {
+                key,
+                version,
+                keep_alive_s,
+            };
         };
         slot.expiry_s = expiry_s;
         slot.expires_at = None;
@@ -323,7 +336,21 @@ impl Shard {
         conn.wake.notify();
         self.stats.clients_connected.inc();
         self.stats.connections_total.inc();
-        Attached { key, version }
+        Attached {
+            key,
+            version,
+            keep_alive_s,
+        }
+    }
+
+    /// The keep alive the broker holds a client to: its own, capped by
+    /// `keep_alive_max_s` (MQTT 5 clients learn the cap as Server Keep Alive).
+    fn keep_alive_s(&self, asked_s: u16) -> u16 {
+        match self.limits.keep_alive_max_s {
+            0 => asked_s,
+            max if asked_s == 0 || asked_s > max => max,
+            _ => asked_s,
+        }
     }
 
     /// Closes the live connection of a session a new connection takes over.
@@ -380,7 +407,9 @@ impl Shard {
             expiry_s,
         } = ending
         {
-            if let Some(expiry_s) = expiry_s {
+            // A session that was to end with its connection cannot be revived by
+            // DISCONNECT (MQTT 5 3.14.2.2.2); the client's mistake costs it nothing.
+            if let (Some(expiry_s), true) = (expiry_s, slot.expiry_s > 0) {
                 slot.expiry_s = expiry_s.min(expiry_max);
             }
             if !with_will {
