@@ -26,5 +26,5 @@ pub use retained::RetainedTree;
 pub use trie::{InsertOutcome, Match, Members, RemoveOutcome, SubscriptionTrie};
 pub use validate::{
     matches, parse_filter, validate_topic_filter, validate_topic_name, Filter, TopicError,
-    TopicKind, REASON_TOPIC_FILTER_INVALID, REASON_TOPIC_NAME_INVALID, SHARE_PREFIX,
+    TopicKind, SHARE_PREFIX,
 };
