@@ -156,12 +156,10 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
     }
 
     /// Subscribes `key` to `filter` (validated by the caller), replacing the value of an
-    /// existing subscription, which keeps its place in a share group.
+    /// existing subscription, which keeps its place in a share group. A filter
+    /// `$share/{group}/{f}` makes `key` a member of share group `group` on `f`.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> InsertOutcome<V> {
-        let (group, path) = match split_shared(filter) {
-            Some((group, inner)) => (Some(group), inner),
-            None => (None, filter),
-        };
+        let (group, path) = group_and_path(filter);
         let mut node = &mut self.root;
         for level in path.split('/') {
             let (child, created) = node.child_or_insert(level);
@@ -192,10 +190,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// Unsubscribes `key` from `filter`; `None` if it was not subscribed. Nodes left
     /// without subscribers or children are freed at once.
     pub fn remove(&mut self, filter: &str, key: K) -> Option<RemoveOutcome<V>> {
-        let (group, path) = match split_shared(filter) {
-            Some((group, inner)) => (Some(group), inner),
-            None => (None, filter),
-        };
+        let (group, path) = group_and_path(filter);
         // Nodes below the deepest ancestor that keeps a reason to exist are pruned if the
         // target ends up empty: they form a chain with nothing else on it.
         let mut keep_depth = 0;
@@ -238,10 +233,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
 
     /// The value of `key`'s subscription to `filter`.
     pub fn get(&self, filter: &str, key: K) -> Option<&V> {
-        let (group, path) = match split_shared(filter) {
-            Some((group, inner)) => (Some(group), inner),
-            None => (None, filter),
-        };
+        let (group, path) = group_and_path(filter);
         let mut node = &self.root;
         for level in path.split('/') {
             node = node.child(level)?;
@@ -312,6 +304,14 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
                 self.node_count -= depth - keep_depth;
             }
         }
+    }
+}
+
+/// The share group of a filter, if it names one, and the filter path to file it under.
+fn group_and_path(filter: &str) -> (Option<&str>, &str) {
+    match split_shared(filter) {
+        Some((group, inner)) => (Some(group), inner),
+        None => (None, filter),
     }
 }
 

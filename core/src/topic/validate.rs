@@ -5,15 +5,10 @@
 use std::fmt;
 
 use crate::limits::STRING_BYTES_MAX;
+use crate::reason::ReasonCode;
 
 /// Prefix that makes a subscription shared (MQTT 5, 4.8.2).
 pub const SHARE_PREFIX: &str = "$share/";
-
-/// MQTT 5 reason code "Topic Name invalid".
-pub const REASON_TOPIC_NAME_INVALID: u8 = 0x90;
-
-/// MQTT 5 reason code "Topic Filter invalid".
-pub const REASON_TOPIC_FILTER_INVALID: u8 = 0x8F;
 
 /// Whether a string was checked as a topic name (PUBLISH, will) or a topic filter
 /// (SUBSCRIBE, UNSUBSCRIBE); decides the reason code a broker answers with.
@@ -76,10 +71,10 @@ impl TopicError {
 
     /// The MQTT 5 reason code a broker answers with: 0x90 "Topic Name invalid" in a
     /// PUBACK/PUBREC/DISCONNECT, 0x8F "Topic Filter invalid" in a SUBACK/UNSUBACK.
-    pub fn reason_code(&self) -> u8 {
+    pub fn reason_code(&self) -> ReasonCode {
         match self.kind() {
-            TopicKind::Name => REASON_TOPIC_NAME_INVALID,
-            TopicKind::Filter => REASON_TOPIC_FILTER_INVALID,
+            TopicKind::Name => ReasonCode::TopicNameInvalid,
+            TopicKind::Filter => ReasonCode::TopicFilterInvalid,
         }
     }
 }
@@ -474,29 +469,27 @@ mod tests {
 
     #[test]
     fn reason_codes() {
-        assert_eq!(
+        let name = [
             TopicError::Empty {
-                kind: TopicKind::Name
-            }
-            .reason_code(),
-            0x90
-        );
-        assert_eq!(
-            TopicError::WildcardInName { wildcard: '#' }.reason_code(),
-            0x90
-        );
-        assert_eq!(
+                kind: TopicKind::Name,
+            },
+            TopicError::WildcardInName { wildcard: '#' },
+        ];
+        for error in name {
+            assert_eq!(error.reason_code(), ReasonCode::TopicNameInvalid);
+            assert_eq!(error.reason_code() as u8, 0x90);
+        }
+        let filter = [
             TopicError::Empty {
-                kind: TopicKind::Filter
-            }
-            .reason_code(),
-            0x8F
-        );
-        assert_eq!(
-            TopicError::MultiLevelNotLast { position: 1 }.reason_code(),
-            0x8F
-        );
-        assert_eq!(TopicError::ShareFilterMissing.reason_code(), 0x8F);
+                kind: TopicKind::Filter,
+            },
+            TopicError::MultiLevelNotLast { position: 1 },
+            TopicError::ShareFilterMissing,
+        ];
+        for error in filter {
+            assert_eq!(error.reason_code(), ReasonCode::TopicFilterInvalid);
+            assert_eq!(error.reason_code() as u8, 0x8F);
+        }
     }
 
     #[test]
