@@ -65,7 +65,7 @@ struct Flags {
 
     /// Levels a topic name or filter may have.
     #[arg(long, env = "RINGMQ_MAX_TOPIC_LEVELS", default_value_t = 32,
-          value_parser = clap::value_parser!(u16).range(1..))]
+          value_parser = clap::value_parser!(u16).range(1..=ringmq_core::limits::TOPIC_LEVELS_MAX as i64))]
     max_topic_levels: u16,
 
     /// Subscriptions one client may hold.

@@ -12,8 +12,7 @@ use ringmq_core::packet::{
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{
-    Delivery, DropReason, Grant, Inbound, Message, Session, SessionKey, SessionLimits,
-    Timestamp,
+    Delivery, DropReason, Grant, Inbound, Message, Session, SessionKey, SessionLimits, Timestamp,
 };
 
 use ProtocolVersion::{V311, V5};
@@ -80,14 +79,32 @@ fn window_limits_inflight_then_queue_then_drop() {
     let mut out = BytesMut::new();
     s.resume(V311, None, None, T0, &mut out);
     let deliveries: Vec<Delivery> = (0..6)
-        .map(|_| s.deliver(&message(QoS::AtLeastOnce, "m"), grant(QoS::AtLeastOnce), T0, &mut out, false))
+        .map(|_| {
+            s.deliver(
+                &message(QoS::AtLeastOnce, "m"),
+                grant(QoS::AtLeastOnce),
+                T0,
+                &mut out,
+                false,
+            )
+        })
         .collect();
     use Delivery::*;
     assert_eq!(
         deliveries,
-        [Sent, Sent, Queued, Queued, Queued, Dropped(DropReason::QueueFull)]
+        [
+            Sent,
+            Sent,
+            Queued,
+            Queued,
+            Queued,
+            Dropped(DropReason::QueueFull)
+        ]
     );
-    assert_eq!(publish_ids(&packets(&mut out, V311)), [(1, false), (2, false)]);
+    assert_eq!(
+        publish_ids(&packets(&mut out, V311)),
+        [(1, false), (2, false)]
+    );
 
     // Each PUBACK opens the window for one queued message, in order.
     let dropped = s.handle_puback(PacketId::new(1).unwrap(), T0, &mut out);
@@ -101,8 +118,20 @@ fn client_receive_maximum_narrows_the_window() {
     let mut s = session();
     let mut out = BytesMut::new();
     s.resume(V5, NonZeroU16::new(1), None, T0, &mut out);
-    let a = s.deliver(&message(QoS::ExactlyOnce, "a"), grant(QoS::ExactlyOnce), T0, &mut out, false);
-    let b = s.deliver(&message(QoS::ExactlyOnce, "b"), grant(QoS::ExactlyOnce), T0, &mut out, false);
+    let a = s.deliver(
+        &message(QoS::ExactlyOnce, "a"),
+        grant(QoS::ExactlyOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    let b = s.deliver(
+        &message(QoS::ExactlyOnce, "b"),
+        grant(QoS::ExactlyOnce),
+        T0,
+        &mut out,
+        false,
+    );
     assert_eq!((a, b), (Delivery::Sent, Delivery::Queued));
 }
 
@@ -111,21 +140,49 @@ fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
     let mut s = session();
     let mut out = BytesMut::new();
     s.resume(V311, None, None, T0, &mut out);
-    s.deliver(&message(QoS::AtLeastOnce, "one"), grant(QoS::AtLeastOnce), T0, &mut out, false);
-    s.deliver(&message(QoS::ExactlyOnce, "two"), grant(QoS::ExactlyOnce), T0, &mut out, false);
+    s.deliver(
+        &message(QoS::AtLeastOnce, "one"),
+        grant(QoS::AtLeastOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    s.deliver(
+        &message(QoS::ExactlyOnce, "two"),
+        grant(QoS::ExactlyOnce),
+        T0,
+        &mut out,
+        false,
+    );
     packets(&mut out, V311);
     // QoS 2 reaches PUBREC: the broker answers PUBREL and waits for PUBCOMP.
-    s.handle_pubrec(&PubResponse::success(PacketId::new(2).unwrap()), T0, &mut out);
+    s.handle_pubrec(
+        &PubResponse::success(PacketId::new(2).unwrap()),
+        T0,
+        &mut out,
+    );
     assert!(matches!(packets(&mut out, V311)[..], [Packet::PubRel(_)]));
 
     s.disconnect();
     // Offline: QoS 1 queues, QoS 0 is dropped.
     assert_eq!(
-        s.deliver(&message(QoS::AtLeastOnce, "three"), grant(QoS::AtLeastOnce), T0, &mut out, false),
+        s.deliver(
+            &message(QoS::AtLeastOnce, "three"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            false
+        ),
         Delivery::Queued
     );
     assert_eq!(
-        s.deliver(&message(QoS::AtMostOnce, "zero"), grant(QoS::AtMostOnce), T0, &mut out, false),
+        s.deliver(
+            &message(QoS::AtMostOnce, "zero"),
+            grant(QoS::AtMostOnce),
+            T0,
+            &mut out,
+            false
+        ),
         Delivery::Dropped(DropReason::QueueFull)
     );
     assert!(out.is_empty());
@@ -137,7 +194,9 @@ fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
     // The window (2) is full with 1 and 2: the queued message waits.
     assert_eq!(resent.len(), 2);
     s.handle_pubcomp(PacketId::new(2).unwrap(), T0, &mut out);
-    assert!(matches!(&packets(&mut out, V311)[..], [Packet::Publish(p)] if &p.payload[..] == b"three"));
+    assert!(
+        matches!(&packets(&mut out, V311)[..], [Packet::Publish(p)] if &p.payload[..] == b"three")
+    );
 }
 
 #[test]
@@ -152,17 +211,28 @@ fn inbound_qos2_is_routed_once_and_acknowledged_each_time() {
         properties: PublishProperties::default(),
         payload: Bytes::from_static(b"x"),
     };
-    assert!(matches!(s.handle_publish(publish.clone(), T0), Ok(Inbound::Route(_, _))));
+    assert!(matches!(
+        s.handle_publish(publish.clone(), T0),
+        Ok(Inbound::Route(_, _))
+    ));
     let again = Publish {
         dup: true,
         ..publish.clone()
     };
-    assert_eq!(s.handle_publish(again, T0), Ok(Inbound::Duplicate(PacketId::new(9).unwrap())));
+    assert_eq!(
+        s.handle_publish(again, T0),
+        Ok(Inbound::Duplicate(PacketId::new(9).unwrap()))
+    );
     let mut out = BytesMut::new();
     s.handle_pubrel(PacketId::new(9).unwrap(), &mut out);
-    assert!(matches!(&packets(&mut out, V311)[..], [Packet::PubComp(c)] if c.reason == ReasonCode::Success));
+    assert!(
+        matches!(&packets(&mut out, V311)[..], [Packet::PubComp(c)] if c.reason == ReasonCode::Success)
+    );
     // Released: the same id is a new message now.
-    assert!(matches!(s.handle_publish(publish.clone(), T0), Ok(Inbound::Route(_, _))));
+    assert!(matches!(
+        s.handle_publish(publish.clone(), T0),
+        Ok(Inbound::Route(_, _))
+    ));
 
     // The receive maximum (2) bounds unreleased QoS 2 messages.
     let third = |id| Publish {
@@ -199,9 +269,15 @@ fn topic_aliases_set_resolve_and_refuse() {
         other => panic!("{other:?}"),
     }
     publish.properties.topic_alias = NonZeroU16::new(2);
-    assert_eq!(s.handle_publish(publish.clone(), T0).unwrap_err().reason, ReasonCode::ProtocolError);
+    assert_eq!(
+        s.handle_publish(publish.clone(), T0).unwrap_err().reason,
+        ReasonCode::ProtocolError
+    );
     publish.properties.topic_alias = NonZeroU16::new(5);
-    assert_eq!(s.handle_publish(publish.clone(), T0).unwrap_err().reason, ReasonCode::TopicAliasInvalid);
+    assert_eq!(
+        s.handle_publish(publish.clone(), T0).unwrap_err().reason,
+        ReasonCode::TopicAliasInvalid
+    );
     // A new connection forgets the aliases.
     let mut out = BytesMut::new();
     s.resume(V5, None, None, T0, &mut out);
@@ -217,7 +293,13 @@ fn expiry_counts_down_and_drops_expired() {
     let mut m = Message::clone(&message(QoS::AtMostOnce, "e"));
     m.expires_at = Some(T0.plus_s(10));
     let m = Arc::new(m);
-    s.deliver(&m, grant(QoS::AtMostOnce), Timestamp(T0.0 + 2_500), &mut out, false);
+    s.deliver(
+        &m,
+        grant(QoS::AtMostOnce),
+        Timestamp(T0.0 + 2_500),
+        &mut out,
+        false,
+    );
     match &packets(&mut out, V5)[..] {
         [Packet::Publish(p)] => assert_eq!(p.properties.message_expiry_interval_s, Some(8)),
         other => panic!("{other:?}"),
@@ -233,7 +315,13 @@ fn messages_over_the_client_maximum_packet_size_are_not_sent() {
     let mut s = session();
     let mut out = BytesMut::new();
     s.resume(V5, None, NonZeroU32::new(20), T0, &mut out);
-    let small = s.deliver(&message(QoS::AtMostOnce, "ok"), grant(QoS::AtMostOnce), T0, &mut out, false);
+    let small = s.deliver(
+        &message(QoS::AtMostOnce, "ok"),
+        grant(QoS::AtMostOnce),
+        T0,
+        &mut out,
+        false,
+    );
     let large = s.deliver(
         &message(QoS::AtMostOnce, "this payload is longer than twenty bytes"),
         grant(QoS::AtMostOnce),
@@ -241,7 +329,10 @@ fn messages_over_the_client_maximum_packet_size_are_not_sent() {
         &mut out,
         false,
     );
-    assert_eq!((small, large), (Delivery::Sent, Delivery::Dropped(DropReason::TooLarge)));
+    assert_eq!(
+        (small, large),
+        (Delivery::Sent, Delivery::Dropped(DropReason::TooLarge))
+    );
 }
 
 #[test]
@@ -250,11 +341,23 @@ fn full_output_drops_qos0_and_queues_qos1() {
     let mut out = BytesMut::new();
     s.resume(V311, None, None, T0, &mut out);
     assert_eq!(
-        s.deliver(&message(QoS::AtMostOnce, "a"), grant(QoS::AtMostOnce), T0, &mut out, true),
+        s.deliver(
+            &message(QoS::AtMostOnce, "a"),
+            grant(QoS::AtMostOnce),
+            T0,
+            &mut out,
+            true
+        ),
         Delivery::Dropped(DropReason::QueueFull)
     );
     assert_eq!(
-        s.deliver(&message(QoS::AtLeastOnce, "b"), grant(QoS::AtLeastOnce), T0, &mut out, true),
+        s.deliver(
+            &message(QoS::AtLeastOnce, "b"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            true
+        ),
         Delivery::Queued
     );
 }
@@ -281,7 +384,10 @@ fn subscription_limit_and_publish_rules() {
         properties: PublishProperties::default(),
         payload: Bytes::new(),
     };
-    assert_eq!(s.handle_publish(publish.clone(), T0).unwrap_err().reason, ReasonCode::TopicNameInvalid);
+    assert_eq!(
+        s.handle_publish(publish.clone(), T0).unwrap_err().reason,
+        ReasonCode::TopicNameInvalid
+    );
     let with_sub_id = Publish {
         topic: "a".into(),
         properties: PublishProperties {
@@ -290,5 +396,8 @@ fn subscription_limit_and_publish_rules() {
         },
         ..publish
     };
-    assert_eq!(s.handle_publish(with_sub_id, T0).unwrap_err().reason, ReasonCode::ProtocolError);
+    assert_eq!(
+        s.handle_publish(with_sub_id, T0).unwrap_err().reason,
+        ReasonCode::ProtocolError
+    );
 }

@@ -261,7 +261,8 @@ async fn read_loop(
         ctx.flush().await;
         // A client that does not read its messages stops being read: its output
         // buffer, even its own PINGRESPs, never grows past the limit.
-        while conn.out.borrow().len() >= ctx.limits.outbound_bytes_max && conn.close.get().is_none() {
+        while conn.out.borrow().len() >= ctx.limits.outbound_bytes_max && conn.close.get().is_none()
+        {
             conn.drained.notified().await;
         }
         match reader.read_into(buf, READ_CHUNK).await {

@@ -903,8 +903,8 @@ impl Shard {
         let levels_max = self.limits.topic_levels_max;
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
-            if topic::parse_filter(filter, levels_max).is_err() {
-                reasons.push(ReasonCode::TopicFilterInvalid);
+            if let Err(error) = topic::parse_filter(filter, levels_max) {
+                reasons.push(error.reason_code());
                 continue;
             }
             let removed = self
@@ -942,7 +942,7 @@ impl Shard {
     fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
         let id = self.id;
         self.stats.subscriptions.sub(1);
-        match topic::parse_filter(filter, usize::MAX) {
+        match topic::parse_filter(filter, ringmq_core::limits::TOPIC_LEVELS_MAX) {
             Ok(Filter::Plain(plain)) => {
                 let last = self
                     .local
