@@ -725,6 +725,20 @@ impl V5 {
         }
     }
 
+    /// The next PUBLISH if one arrives within `timeout`.
+    pub async fn try_recv(&mut self, timeout: Duration) -> Option<mq5::Publish> {
+        match self.inbox.wait(timeout, |e| matches!(e, Ev5::Incoming(In5::Publish(_))), is_incoming_v5).await {
+            Waited::Got(Ev5::Incoming(In5::Publish(p))) => Some(p),
+            Waited::Got(_) => unreachable!(),
+            Waited::TimedOut => None,
+            Waited::Ended => panic!(
+                "{}: connection ended while waiting for PUBLISH: {:?}",
+                self.client_id,
+                self.inbox.ended.as_ref().map(ToString::to_string)
+            ),
+        }
+    }
+
     /// Asserts no PUBLISH arrives within `quiet`.
     pub async fn expect_no_publish(&mut self, quiet: Duration) {
         let waited = self
