@@ -1,0 +1,319 @@
+//! Start-up, publish/subscribe at every QoS in both protocol versions,
+//! same-shard and cross-shard pairs, wildcards and unsubscribe.
+
+mod common;
+
+use common::raw::{self, Connect, Packet};
+use common::{Broker, Qos, Qos311, QUIET};
+use rumqttc::v5::mqttbytes::v5 as mq5;
+
+fn qos311(n: u8) -> Qos311 {
+    match n {
+        0 => Qos311::AtMostOnce,
+        1 => Qos311::AtLeastOnce,
+        _ => Qos311::ExactlyOnce,
+    }
+}
+
+fn qos5(n: u8) -> Qos {
+    match n {
+        0 => Qos::AtMostOnce,
+        1 => Qos::AtLeastOnce,
+        _ => Qos::ExactlyOnce,
+    }
+}
+
+#[test]
+fn ready_line_names_real_ports_and_the_shard_count() {
+    let broker = Broker::start_with(&["--shards", "3"]);
+    assert_eq!(broker.shards, 3);
+    assert_ne!(broker.port(), 0);
+    assert_eq!(broker.stdout_lines().len(), 1, "stdout holds only the ready line: {:?}", broker.stdout_lines());
+}
+
+#[test]
+fn flags_can_come_from_environment_variables() {
+    let broker = Broker::start_with_env(&[], &[("RINGMQ_SHARDS", "3"), ("RINGMQ_LISTEN", "127.0.0.1:0")]);
+    assert_eq!(broker.shards, 3);
+    assert_eq!(broker.listeners.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_listen_flags_open_one_listener_each_and_they_share_one_broker() {
+    let broker = Broker::start_with(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--shards", "2"]);
+    assert_eq!(broker.listeners.len(), 2, "two listeners in the ready line");
+    assert_ne!(broker.listeners[0], broker.listeners[1]);
+
+    let sub_id = broker.id_on("two-listeners-sub", 0);
+    let pub_id = broker.id_on("two-listeners-pub", 1);
+    let mut sub = common::V5::connect(rumqttc::v5::MqttOptions::new(
+        &sub_id,
+        "127.0.0.1",
+        broker.listeners[0].port(),
+    ))
+    .await;
+    sub.subscribe("listeners/t", Qos::AtLeastOnce).await;
+    let mut publisher = common::V5::connect(rumqttc::v5::MqttOptions::new(
+        &pub_id,
+        "127.0.0.1",
+        broker.listeners[1].port(),
+    ))
+    .await;
+    publisher.publish("listeners/t", Qos::AtLeastOnce, false, "across listeners").await;
+    assert_eq!(sub.recv().await.payload.as_ref(), b"across listeners");
+}
+
+/// Publishes at each QoS from `pub_shard` to a subscriber on `sub_shard`
+/// (MQTT 3.1.1) and checks payload, topic and the granted QoS.
+async fn v311_every_qos(sub_shard: u32, pub_shard: u32) {
+    let broker = Broker::start();
+    let mut sub = broker.v4(&broker.id_on("v311-sub", sub_shard)).await;
+    let mut publisher = broker.v4(&broker.id_on("v311-pub", pub_shard)).await;
+    for sub_qos in 0..=2u8 {
+        let filter = format!("v311/sub{sub_qos}/+");
+        sub.subscribe_ok(&filter, qos311(sub_qos)).await;
+    }
+    for sub_qos in 0..=2u8 {
+        for pub_qos in 0..=2u8 {
+            let topic = format!("v311/sub{sub_qos}/pub{pub_qos}");
+            let payload = format!("{sub_qos}-{pub_qos}");
+            publisher.publish(&topic, qos311(pub_qos), false, payload.clone()).await;
+            let p = sub.recv().await;
+            assert_eq!(p.topic, topic);
+            assert_eq!(p.payload.as_ref(), payload.as_bytes());
+            assert_eq!(p.qos, qos311(sub_qos.min(pub_qos)), "delivered QoS is min(publish, subscription) for {topic}");
+            assert!(!p.retain, "a live message is delivered with RETAIN 0");
+        }
+    }
+    sub.expect_no_publish(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_qos_0_1_2_cross_shard() {
+    v311_every_qos(0, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_qos_0_1_2_same_shard() {
+    v311_every_qos(1, 1).await;
+}
+
+async fn v5_every_qos(sub_shard: u32, pub_shard: u32) {
+    let broker = Broker::start();
+    let mut sub = broker.v5(&broker.id_on("v5-sub", sub_shard)).await;
+    let mut publisher = broker.v5(&broker.id_on("v5-pub", pub_shard)).await;
+    for sub_qos in 0..=2u8 {
+        sub.subscribe(&format!("v5/sub{sub_qos}/+"), qos5(sub_qos)).await;
+    }
+    for sub_qos in 0..=2u8 {
+        for pub_qos in 0..=2u8 {
+            let topic = format!("v5/sub{sub_qos}/pub{pub_qos}");
+            let payload = format!("{sub_qos}-{pub_qos}");
+            publisher.publish(&topic, qos5(pub_qos), false, payload.clone()).await;
+            let p = sub.recv().await;
+            assert_eq!(common::topic_of(&p), topic);
+            assert_eq!(p.payload.as_ref(), payload.as_bytes());
+            assert_eq!(p.qos, qos5(sub_qos.min(pub_qos)), "delivered QoS for {topic}");
+            assert!(!p.retain);
+        }
+    }
+    sub.expect_no_publish(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_qos_0_1_2_cross_shard() {
+    v5_every_qos(0, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_qos_0_1_2_same_shard() {
+    v5_every_qos(0, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_and_v5_clients_talk_to_each_other_across_shards() {
+    let broker = Broker::start();
+    let mut old = broker.v4(&broker.id_on("mixed-v311", 0)).await;
+    let mut new = broker.v5(&broker.id_on("mixed-v5", 1)).await;
+    old.subscribe_ok("mixed/to-v311", Qos311::AtLeastOnce).await;
+    new.subscribe("mixed/to-v5", Qos::AtLeastOnce).await;
+
+    new.publish("mixed/to-v311", Qos::AtLeastOnce, false, "from v5").await;
+    let p = old.recv().await;
+    assert_eq!((p.topic.as_str(), p.payload.as_ref()), ("mixed/to-v311", &b"from v5"[..]));
+
+    old.publish("mixed/to-v5", Qos311::AtLeastOnce, false, "from v3.1.1").await;
+    let p = new.recv().await;
+    assert_eq!(common::topic_of(&p), "mixed/to-v5");
+    assert_eq!(p.payload.as_ref(), b"from v3.1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_reaches_every_subscriber_on_every_shard() {
+    let broker = Broker::start_with(&["--shards", "3"]);
+    let mut subs = Vec::new();
+    for shard in 0..3 {
+        for n in 0..2 {
+            let mut s = broker.v5(&broker.id_on(&format!("fan-sub{n}"), shard)).await;
+            s.subscribe("fan/out", Qos::AtLeastOnce).await;
+            subs.push(s);
+        }
+    }
+    let mut publisher = broker.v5(&broker.id_on("fan-pub", 2)).await;
+    publisher.publish("fan/out", Qos::AtLeastOnce, false, "to all").await;
+    for s in &mut subs {
+        assert_eq!(s.recv().await.payload.as_ref(), b"to all", "{}", s.client_id);
+    }
+    for s in &mut subs {
+        s.expect_no_publish(QUIET).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_kept_per_publisher_and_topic_across_shards() {
+    const MESSAGES: usize = 300;
+    let broker = Broker::start();
+    let mut sub = broker.v5(&broker.id_on("order-sub", 0)).await;
+    sub.subscribe("order/t", Qos::AtLeastOnce).await;
+    let publisher = broker.v5(&broker.id_on("order-pub", 1)).await;
+    for i in 0..MESSAGES {
+        publisher
+            .client
+            .publish("order/t", Qos::AtLeastOnce, false, i.to_string())
+            .await
+            .expect("queue PUBLISH");
+    }
+    for i in 0..MESSAGES {
+        let p = sub.recv().await;
+        assert_eq!(p.payload.as_ref(), i.to_string().as_bytes(), "message {i} in order");
+    }
+    sub.expect_no_publish(QUIET).await;
+}
+
+/// One subscriber per filter, so each count is exact: which topics each
+/// filter matches, including `#` matching its parent level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_filters_match_as_the_spec_says() {
+    let broker = Broker::start();
+    let filters = ["wc/+/c", "wc/#", "wc/+", "+/b/c", "wc/b/c", "#"];
+    let topics = ["wc/b/c", "wc/b/d", "wc", "wc/x", "other/b/c", "wc/b/c/d", "wc//c"];
+    let expected: [&[&str]; 6] = [
+        &["wc/b/c", "wc//c"],
+        &["wc/b/c", "wc/b/d", "wc", "wc/x", "wc/b/c/d", "wc//c"],
+        &["wc/x"],
+        &["wc/b/c", "other/b/c"],
+        &["wc/b/c"],
+        &["wc/b/c", "wc/b/d", "wc", "wc/x", "other/b/c", "wc/b/c/d", "wc//c"],
+    ];
+    let mut subs = Vec::new();
+    for (i, f) in filters.iter().enumerate() {
+        let mut s = broker.v4(&broker.id_on(&format!("wc-sub{i}"), (i % 2) as u32)).await;
+        s.subscribe_ok(f, Qos311::AtLeastOnce).await;
+        subs.push(s);
+    }
+    let mut publisher = broker.v4(&broker.id_on("wc-pub", 1)).await;
+    for t in topics {
+        publisher.publish(t, Qos311::AtLeastOnce, false, t).await;
+    }
+    for ((s, f), want) in subs.iter_mut().zip(filters).zip(expected) {
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let p = s.recv().await;
+            assert_eq!(p.payload.as_ref(), p.topic.as_bytes());
+            got.push(p.topic);
+        }
+        assert_eq!(got, want, "topics matched by {f:?}, in publish order");
+        s.expect_no_publish(QUIET).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_stops_delivery_on_both_versions() {
+    let broker = Broker::start();
+    let mut v4 = broker.v4(&broker.id_on("unsub-v311", 0)).await;
+    let mut v5 = broker.v5(&broker.id_on("unsub-v5", 0)).await;
+    let mut publisher = broker.v5(&broker.id_on("unsub-pub", 1)).await;
+    v4.subscribe_ok("unsub/+", Qos311::AtLeastOnce).await;
+    v5.subscribe("unsub/+", Qos::AtLeastOnce).await;
+    publisher.publish("unsub/a", Qos::AtLeastOnce, false, "before").await;
+    assert_eq!(v4.recv().await.payload.as_ref(), b"before");
+    assert_eq!(v5.recv().await.payload.as_ref(), b"before");
+
+    v4.unsubscribe("unsub/+").await;
+    let reasons = v5.unsubscribe("unsub/+").await;
+    assert_eq!(reasons, vec![mq5::UnsubAckReason::Success]);
+
+    publisher.publish("unsub/a", Qos::AtLeastOnce, false, "after").await;
+    v4.expect_no_publish(QUIET).await;
+    v5.expect_no_publish(QUIET).await;
+
+    let reasons = v5.unsubscribe("never/subscribed").await;
+    assert_eq!(reasons, vec![mq5::UnsubAckReason::NoSubscriptionExisted], "v5 UNSUBACK 0x11");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscribe_with_several_filters_gets_one_code_each() {
+    let broker = Broker::start();
+    let mut sub = broker.v5(&broker.id_on("multi-sub", 0)).await;
+    let ack = sub
+        .subscribe_filters(
+            vec![
+                mq5::Filter::new("multi/zero", Qos::AtMostOnce),
+                mq5::Filter::new("multi/one", Qos::AtLeastOnce),
+                mq5::Filter::new("multi/two", Qos::ExactlyOnce),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        ack.return_codes,
+        vec![
+            mq5::SubscribeReasonCode::Success(Qos::AtMostOnce),
+            mq5::SubscribeReasonCode::Success(Qos::AtLeastOnce),
+            mq5::SubscribeReasonCode::Success(Qos::ExactlyOnce),
+        ]
+    );
+    let mut publisher = broker.v5(&broker.id_on("multi-pub", 1)).await;
+    for t in ["multi/zero", "multi/one", "multi/two"] {
+        publisher.publish(t, Qos::ExactlyOnce, false, t).await;
+        let p = sub.recv().await;
+        assert_eq!(common::topic_of(&p), t);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribing_replaces_the_subscription_and_its_qos() {
+    let broker = Broker::start();
+    let mut sub = broker.v4(&broker.id_on("resub-sub", 1)).await;
+    let mut publisher = broker.v4(&broker.id_on("resub-pub", 0)).await;
+    sub.subscribe_ok("resub/t", Qos311::AtMostOnce).await;
+    sub.subscribe_ok("resub/t", Qos311::ExactlyOnce).await;
+    publisher.publish("resub/t", Qos311::ExactlyOnce, false, "once").await;
+    let p = sub.recv().await;
+    assert_eq!(p.qos, Qos311::ExactlyOnce, "the second SUBSCRIBE replaced the first");
+    sub.expect_no_publish(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingreq_gets_pingresp() {
+    let broker = Broker::start();
+    for connect in [Connect::v311("ping-v311"), Connect::v5("ping-v5")] {
+        let mut c = broker.raw_connected(&connect).await;
+        c.send(&raw::pingreq()).await.expect("send PINGREQ");
+        assert_eq!(c.expect_packet("PINGRESP").await, Packet::PingResp);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_connack_and_suback_bytes_are_exact() {
+    let broker = Broker::start();
+    let mut c = broker.raw(raw::V311).await;
+    c.send(&Connect::v311(&broker.id_on("bytes-v311", 0)).encode()).await.expect("send CONNECT");
+    let (first, body) = c.recv_frame(common::WAIT).await.expect("CONNACK");
+    assert_eq!((first, body), (0x20, vec![0x00, 0x00]), "CONNACK: no session, accepted");
+    c.send(&raw::subscribe(raw::V311, 0x1234, &[("bytes/t", 1)], &raw::Props::new()))
+        .await
+        .expect("send SUBSCRIBE");
+    let (first, body) = c.recv_frame(common::WAIT).await.expect("SUBACK");
+    assert_eq!((first, body), (0x90, vec![0x12, 0x34, 0x01]), "SUBACK grants QoS 1");
+}
