@@ -47,6 +47,20 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) enum CloseReason {
     TakenOver,
     Kicked(ReasonCode),
+    /// The socket could not be written (the client is gone or stopped reading).
+    WriteFailed,
+}
+
+impl CloseReason {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            CloseReason::TakenOver => "session taken over",
+            CloseReason::Kicked(ReasonCode::Success) => "closed",
+            CloseReason::Kicked(ReasonCode::KeepAliveTimeout) => "keep alive timeout",
+            CloseReason::Kicked(_) => "closed by the broker",
+            CloseReason::WriteFailed => "write failed or timed out",
+        }
+    }
 }
 
 /// One live connection as the shard sees it: its output buffer and the writer's bell.
