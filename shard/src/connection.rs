@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use ringmq_core::codec::{self, DecodeError};
 use ringmq_core::packet::{
-    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion,
+    ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, Packet, ProtocolVersion,
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{write_packet, Violation};
@@ -300,7 +300,15 @@ fn kick(
     ctx.stats.protocol_errors.inc();
     warn!(client = %client_id, peer = %conn.peer, reason = %violation.reason, what = violation.what, "closing connection");
     if version == ProtocolVersion::V5 {
-        conn.write(&disconnect(violation.reason), version);
+        // A Reason String is always allowed on DISCONNECT (MQTT 5 3.1.2.11.7).
+        let packet = Packet::Disconnect(Disconnect {
+            reason: violation.reason,
+            properties: DisconnectProperties {
+                reason_string: Some(ByteString::from_static(violation.what)),
+                ..DisconnectProperties::default()
+            },
+        });
+        conn.write(&packet, version);
     }
     conn.close_with(CloseReason::Kicked(violation.reason));
 }
