@@ -90,6 +90,11 @@ struct Flags {
     #[arg(long, env = "RINGMQ_SYS_INTERVAL", default_value_t = 10)]
     sys_interval: u64,
 
+    /// Seconds shutdown (SIGTERM, SIGINT) waits for queued messages to reach
+    /// connected clients before the process exits.
+    #[arg(long, env = "RINGMQ_SHUTDOWN_TIMEOUT", default_value_t = 5)]
+    shutdown_timeout: u64,
+
     /// Longest session expiry granted, in seconds; MQTT 3.1.1 persistent sessions
     /// live this long offline.
     #[arg(long, env = "RINGMQ_MAX_SESSION_EXPIRY", default_value_t = 86_400)]
@@ -181,6 +186,7 @@ fn config(flags: &Flags) -> anyhow::Result<(BrokerConfig, Vec<PortReservation>)>
         cpus,
         limits,
         sys_interval: (flags.sys_interval > 0).then(|| Duration::from_secs(flags.sys_interval)),
+        shutdown_timeout: Duration::from_secs(flags.shutdown_timeout),
     };
     Ok((config, reservations))
 }
@@ -198,6 +204,21 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     let shards = config.shards;
     let running = ringmq_shard::start(config)?;
+    let stopper = running.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("ringmq-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutting down");
+                stopper.stop();
+            }
+        })
+        .context("cannot start the signal thread")?;
     for reservation in reservations {
         reservation.release();
     }
@@ -211,6 +232,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
     running.wait();
+    tracing::info!("stopped");
     Ok(())
 }
 
