@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +32,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 /// Reads until a CONNECT arrives, checks it, and serves the connection here or hands
 /// it to the shard that owns its client id.
 pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: SocketAddr) {
-    let limits = Arc::clone(&ctx.limits);
+    let limits = ctx.limits();
     if stream
         .set_read_timeout(Some(limits.connect_timeout))
         .is_err()
@@ -225,7 +224,7 @@ async fn read_loop(
     attached: Attached,
     client_id: &ByteString,
 ) -> (Ending, &'static str) {
-    let max = ctx.limits.packet_size_max;
+    let max = ctx.limits().packet_size_max;
     loop {
         loop {
             if let Some(reason) = conn.close.get() {
@@ -255,8 +254,8 @@ async fn read_loop(
         ctx.flush().await;
         // A client that does not read its messages stops being read: its output
         // buffer, even its own PINGRESPs, never grows past the limit.
-        while conn.out.borrow().len() >= ctx.limits.outbound_bytes_max && conn.close.get().is_none()
-        {
+        let outbound_max = ctx.limits().outbound_bytes_max;
+        while conn.out.borrow().len() >= outbound_max && conn.close.get().is_none() {
             conn.drained.notified().await;
         }
         let read = reader.read_into(buf, READ_CHUNK).await;
@@ -385,7 +384,10 @@ async fn dispatch(
 /// Writes whatever collects in the connection's output buffer, all of it per write
 /// (many frames per submission under load), until the connection closes.
 async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandle>) {
-    if writer.set_timeout(Some(ctx.limits.write_timeout)).is_err() {
+    if writer
+        .set_timeout(Some(ctx.limits().write_timeout))
+        .is_err()
+    {
         writer.close().await;
         return;
     }

@@ -30,6 +30,7 @@ use ringmq_core::session::{
 use ringmq_core::topic::{self, Filter, Match, RetainedTree, SubscriptionTrie};
 
 use crate::config::Limits;
+use crate::control::{ClientDetail, ClientInfo, Control, SubscriptionInfo};
 use crate::notify::{Notify, OneShot};
 use crate::ring::{owner_of, InterestKey, ShardMsg};
 use crate::stats::ShardStats;
@@ -58,6 +59,7 @@ impl CloseReason {
             CloseReason::Kicked(ReasonCode::Success) => "closed",
             CloseReason::Kicked(ReasonCode::KeepAliveTimeout) => "keep alive timeout",
             CloseReason::Kicked(ReasonCode::ServerShuttingDown) => "broker shutting down",
+            CloseReason::Kicked(ReasonCode::AdministrativeAction) => "kicked by an administrator",
             CloseReason::Kicked(_) => "closed by the broker",
             CloseReason::WriteFailed => "write failed or timed out",
         }
@@ -502,6 +504,93 @@ impl Shard {
         self.route(Arc::new(Message::from_publish(publish, None, now)));
     }
 
+    fn client_info(&self, slot: &Slot) -> ClientInfo {
+        ClientInfo {
+            client_id: slot.session.client_id.to_string(),
+            shard: usize::from(self.id),
+            connected: slot.conn.is_some(),
+            peer: slot.conn.as_ref().map(|conn| conn.peer),
+            protocol: match slot.session.version() {
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5.0",
+            },
+            subscriptions: slot.session.subscription_count(),
+            pending_messages: slot.session.pending_len(),
+            session_expiry_s: slot.expiry_s,
+        }
+    }
+
+    fn subscriptions_of(slot: &Slot) -> impl Iterator<Item = SubscriptionInfo> + '_ {
+        slot.session
+            .subscriptions()
+            .map(|(filter, entry)| SubscriptionInfo {
+                client_id: slot.session.client_id.to_string(),
+                filter: filter.to_string(),
+                qos: entry.options.qos.as_u8(),
+            })
+    }
+
+    /// Answers a question from the admin endpoint.
+    pub(crate) fn control(&mut self, request: Control) {
+        // A caller that gave up waiting dropped its receiver: nothing to do then.
+        match request {
+            Control::Clients { limit, reply } => {
+                let infos = self
+                    .sessions
+                    .values()
+                    .take(limit)
+                    .map(|slot| self.client_info(slot))
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            Control::Client { client_id, reply } => {
+                let detail = self
+                    .by_client
+                    .get(client_id.as_str())
+                    .and_then(|key| self.sessions.get(key))
+                    .map(|slot| ClientDetail {
+                        info: self.client_info(slot),
+                        subscriptions: Self::subscriptions_of(slot).collect(),
+                    });
+                let _ = reply.send(detail);
+            }
+            Control::Kick { client_id, reply } => {
+                let conn = self
+                    .by_client
+                    .get(client_id.as_str())
+                    .and_then(|key| self.sessions.get(key))
+                    .and_then(|slot| slot.conn.clone().map(|conn| (conn, slot.session.version())));
+                let kicked = conn.is_some();
+                if let Some((conn, version)) = conn {
+                    if version == ProtocolVersion::V5 {
+                        conn.write(
+                            &Packet::Disconnect(Disconnect {
+                                reason: ReasonCode::AdministrativeAction,
+                                ..Disconnect::default()
+                            }),
+                            version,
+                        );
+                    }
+                    conn.close_with(CloseReason::Kicked(ReasonCode::AdministrativeAction));
+                }
+                let _ = reply.send(kicked);
+            }
+            Control::Subscriptions { limit, reply } => {
+                let all = self
+                    .sessions
+                    .values()
+                    .flat_map(Self::subscriptions_of)
+                    .take(limit)
+                    .collect();
+                let _ = reply.send(all);
+            }
+            // Handled by the control loop, which owns the shard's limits.
+            Control::Reload { reply, .. } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
     /// Tells every connected client the broker is going away (MQTT 5: DISCONNECT
     /// 0x8B) and closes its connection once what is queued for it is written.
     pub(crate) fn disconnect_all(&mut self) {
@@ -555,11 +644,11 @@ impl Shard {
         publish: Publish,
     ) -> Result<(), Violation> {
         let now = now();
-        self.stats.messages_received.inc();
+        let qos = publish.qos;
+        self.stats.received(qos);
         let Some(slot) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
-        let qos = publish.qos;
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
             Inbound::Route(message, packet_id) => {
                 // Clients may not write the broker's own topics.
@@ -724,6 +813,7 @@ impl Shard {
         grant: Grant,
         now: Timestamp,
     ) {
+        let qos = grant.qos;
         let Some(slot) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -743,7 +833,7 @@ impl Shard {
                 .deliver(message, grant, now, &mut self.offline_out, true),
         };
         match delivery {
-            Delivery::Sent => self.stats.messages_sent.inc(),
+            Delivery::Sent => self.stats.sent(qos),
             Delivery::Queued => {}
             Delivery::Dropped(reason) => self.stats.dropped(reason),
         }
