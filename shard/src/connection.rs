@@ -190,7 +190,8 @@ pub(crate) async fn serve(
     let generation = ctx.state.borrow_mut().next_generation();
     let conn = ConnHandle::new(generation, peer);
     let version = connect.protocol;
-    let attached = match ctx.state.borrow_mut().attach(connect, assigned, &conn) {
+    let attach = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    let attached = match attach {
         Ok(attached) => attached,
         Err(reason) => {
             let mut writer = writer;
