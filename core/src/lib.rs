@@ -17,4 +17,5 @@ pub mod codec;
 pub mod limits;
 pub mod packet;
 pub mod reason;
+pub mod session;
 pub mod topic;

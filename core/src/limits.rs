@@ -22,6 +22,10 @@ pub const PACKET_SIZE_DEFAULT: u32 = 1024 * 1024;
 /// Default broker-side limit on the number of levels in a topic name or filter.
 pub const TOPIC_LEVELS_DEFAULT: usize = 32;
 
+/// Hard cap on the configurable level limit: trie matching recurses once per level.
+pub const TOPIC_LEVELS_MAX: usize = 128;
+
 const _: () = assert!(PACKET_SIZE_DEFAULT as usize <= PACKET_SIZE_MAX);
 const _: () = assert!(STRING_BYTES_MAX < REMAINING_LENGTH_MAX);
+const _: () = assert!(TOPIC_LEVELS_DEFAULT <= TOPIC_LEVELS_MAX);
 const _: () = assert!(SUBSCRIPTION_IDENTIFIER_MAX as usize == REMAINING_LENGTH_MAX);

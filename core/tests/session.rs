@@ -1,0 +1,403 @@
+//! The session state machine on a virtual clock: windows, queues, resend on resume,
+//! QoS 2 exactly once, topic aliases, expiry, the client's maximum packet size.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ringmq_core::codec;
+use ringmq_core::packet::{
+    Packet, PacketId, ProtocolVersion, PubResponse, Publish, PublishProperties, QoS,
+};
+use ringmq_core::reason::ReasonCode;
+use ringmq_core::session::{
+    Delivery, DropReason, Grant, Inbound, Message, Session, SessionKey, SessionLimits, Timestamp,
+};
+
+use ProtocolVersion::{V311, V5};
+
+fn limits() -> SessionLimits {
+    SessionLimits {
+        inflight_max: 2,
+        queued_max: 3,
+        receive_maximum: 2,
+        topic_alias_maximum: 4,
+        topic_levels_max: 8,
+        subscriptions_max: 2,
+    }
+}
+
+fn session() -> Session {
+    Session::new("c".into(), SessionKey(1), limits())
+}
+
+fn message(qos: QoS, payload: &'static str) -> Arc<Message> {
+    Arc::new(Message {
+        topic: "t".into(),
+        payload: Bytes::from_static(payload.as_bytes()),
+        qos,
+        retain: false,
+        properties: PublishProperties::default(),
+        expires_at: None,
+        origin: None,
+    })
+}
+
+fn grant(qos: QoS) -> Grant {
+    Grant {
+        qos,
+        ..Grant::default()
+    }
+}
+
+/// Every packet written to `out`, decoded as the client would.
+fn packets(out: &mut BytesMut, version: ProtocolVersion) -> Vec<Packet> {
+    let mut found = Vec::new();
+    while let Some(packet) = codec::decode(out, version, u32::MAX).unwrap() {
+        found.push(packet);
+    }
+    assert!(out.is_empty());
+    found
+}
+
+fn publish_ids(packets: &[Packet]) -> Vec<(u16, bool)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.packet_id.map_or(0, PacketId::get), p.dup)),
+            _ => None,
+        })
+        .collect()
+}
+
+const T0: Timestamp = Timestamp(1_000);
+
+#[test]
+fn window_limits_inflight_then_queue_then_drop() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V311, None, None, T0, &mut out);
+    let deliveries: Vec<Delivery> = (0..6)
+        .map(|_| {
+            s.deliver(
+                &message(QoS::AtLeastOnce, "m"),
+                grant(QoS::AtLeastOnce),
+                T0,
+                &mut out,
+                false,
+            )
+        })
+        .collect();
+    use Delivery::*;
+    assert_eq!(
+        deliveries,
+        [
+            Sent,
+            Sent,
+            Queued,
+            Queued,
+            Queued,
+            Dropped(DropReason::QueueFull)
+        ]
+    );
+    assert_eq!(
+        publish_ids(&packets(&mut out, V311)),
+        [(1, false), (2, false)]
+    );
+
+    // Each PUBACK opens the window for one queued message, in order.
+    let dropped = s.handle_puback(PacketId::new(1).unwrap(), T0, &mut out);
+    assert!(dropped.is_empty());
+    assert_eq!(publish_ids(&packets(&mut out, V311)), [(3, false)]);
+    assert_eq!(s.pending_len(), 4);
+}
+
+#[test]
+fn client_receive_maximum_narrows_the_window() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V5, NonZeroU16::new(1), None, T0, &mut out);
+    let a = s.deliver(
+        &message(QoS::ExactlyOnce, "a"),
+        grant(QoS::ExactlyOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    let b = s.deliver(
+        &message(QoS::ExactlyOnce, "b"),
+        grant(QoS::ExactlyOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    assert_eq!((a, b), (Delivery::Sent, Delivery::Queued));
+}
+
+#[test]
+fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V311, None, None, T0, &mut out);
+    s.deliver(
+        &message(QoS::AtLeastOnce, "one"),
+        grant(QoS::AtLeastOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    s.deliver(
+        &message(QoS::ExactlyOnce, "two"),
+        grant(QoS::ExactlyOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    packets(&mut out, V311);
+    // QoS 2 reaches PUBREC: the broker answers PUBREL and waits for PUBCOMP.
+    s.handle_pubrec(
+        &PubResponse::success(PacketId::new(2).unwrap()),
+        T0,
+        &mut out,
+    );
+    assert!(matches!(packets(&mut out, V311)[..], [Packet::PubRel(_)]));
+
+    s.disconnect();
+    // Offline: QoS 1 queues, QoS 0 is dropped.
+    assert_eq!(
+        s.deliver(
+            &message(QoS::AtLeastOnce, "three"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            false
+        ),
+        Delivery::Queued
+    );
+    assert_eq!(
+        s.deliver(
+            &message(QoS::AtMostOnce, "zero"),
+            grant(QoS::AtMostOnce),
+            T0,
+            &mut out,
+            false
+        ),
+        Delivery::Dropped(DropReason::QueueFull)
+    );
+    assert!(out.is_empty());
+
+    s.resume(V311, None, None, T0, &mut out);
+    let resent = packets(&mut out, V311);
+    assert!(matches!(&resent[0], Packet::Publish(p) if p.dup && p.packet_id == PacketId::new(1)));
+    assert!(matches!(&resent[1], Packet::PubRel(r) if r.packet_id.get() == 2));
+    // The window (2) is full with 1 and 2: the queued message waits.
+    assert_eq!(resent.len(), 2);
+    s.handle_pubcomp(PacketId::new(2).unwrap(), T0, &mut out);
+    assert!(
+        matches!(&packets(&mut out, V311)[..], [Packet::Publish(p)] if &p.payload[..] == b"three")
+    );
+}
+
+#[test]
+fn inbound_qos2_is_routed_once_and_acknowledged_each_time() {
+    let mut s = session();
+    let publish = Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "a/b".into(),
+        packet_id: PacketId::new(9),
+        properties: PublishProperties::default(),
+        payload: Bytes::from_static(b"x"),
+    };
+    assert!(matches!(
+        s.handle_publish(publish.clone(), T0),
+        Ok(Inbound::Route(_, _))
+    ));
+    let again = Publish {
+        dup: true,
+        ..publish.clone()
+    };
+    assert_eq!(
+        s.handle_publish(again, T0),
+        Ok(Inbound::Duplicate(PacketId::new(9).unwrap()))
+    );
+    let mut out = BytesMut::new();
+    s.handle_pubrel(PacketId::new(9).unwrap(), &mut out);
+    assert!(
+        matches!(&packets(&mut out, V311)[..], [Packet::PubComp(c)] if c.reason == ReasonCode::Success)
+    );
+    // Released: the same id is a new message now.
+    assert!(matches!(
+        s.handle_publish(publish.clone(), T0),
+        Ok(Inbound::Route(_, _))
+    ));
+
+    // The receive maximum (2) bounds unreleased QoS 2 messages.
+    let third = |id| Publish {
+        packet_id: PacketId::new(id),
+        ..publish.clone()
+    };
+    assert!(s.handle_publish(third(10), T0).is_ok());
+    let error = s.handle_publish(third(11), T0).unwrap_err();
+    assert_eq!(error.reason, ReasonCode::ReceiveMaximumExceeded);
+}
+
+#[test]
+fn topic_aliases_set_resolve_and_refuse() {
+    let mut s = session();
+    let mut publish = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "long/topic/name".into(),
+        packet_id: None,
+        properties: PublishProperties {
+            topic_alias: NonZeroU16::new(3),
+            ..PublishProperties::default()
+        },
+        payload: Bytes::new(),
+    };
+    assert!(s.handle_publish(publish.clone(), T0).is_ok());
+    publish.topic = "".into();
+    match s.handle_publish(publish.clone(), T0) {
+        Ok(Inbound::Route(m, None)) => {
+            assert_eq!(&*m.topic, "long/topic/name");
+            assert_eq!(m.properties.topic_alias, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    publish.properties.topic_alias = NonZeroU16::new(2);
+    assert_eq!(
+        s.handle_publish(publish.clone(), T0).unwrap_err().reason,
+        ReasonCode::ProtocolError
+    );
+    publish.properties.topic_alias = NonZeroU16::new(5);
+    assert_eq!(
+        s.handle_publish(publish.clone(), T0).unwrap_err().reason,
+        ReasonCode::TopicAliasInvalid
+    );
+    // A new connection forgets the aliases.
+    let mut out = BytesMut::new();
+    s.resume(V5, None, None, T0, &mut out);
+    publish.properties.topic_alias = NonZeroU16::new(3);
+    assert!(s.handle_publish(publish, T0).is_err());
+}
+
+#[test]
+fn expiry_counts_down_and_drops_expired() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V5, None, None, T0, &mut out);
+    let mut m = Message::clone(&message(QoS::AtMostOnce, "e"));
+    m.expires_at = Some(T0.plus_s(10));
+    let m = Arc::new(m);
+    s.deliver(
+        &m,
+        grant(QoS::AtMostOnce),
+        Timestamp(T0.0 + 2_500),
+        &mut out,
+        false,
+    );
+    match &packets(&mut out, V5)[..] {
+        [Packet::Publish(p)] => assert_eq!(p.properties.message_expiry_interval_s, Some(8)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.deliver(&m, grant(QoS::AtMostOnce), T0.plus_s(10), &mut out, false),
+        Delivery::Dropped(DropReason::Expired)
+    );
+}
+
+#[test]
+fn messages_over_the_client_maximum_packet_size_are_not_sent() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V5, None, NonZeroU32::new(20), T0, &mut out);
+    let small = s.deliver(
+        &message(QoS::AtMostOnce, "ok"),
+        grant(QoS::AtMostOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    let large = s.deliver(
+        &message(QoS::AtMostOnce, "this payload is longer than twenty bytes"),
+        grant(QoS::AtMostOnce),
+        T0,
+        &mut out,
+        false,
+    );
+    assert_eq!(
+        (small, large),
+        (Delivery::Sent, Delivery::Dropped(DropReason::TooLarge))
+    );
+}
+
+#[test]
+fn full_output_drops_qos0_and_queues_qos1() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V311, None, None, T0, &mut out);
+    assert_eq!(
+        s.deliver(
+            &message(QoS::AtMostOnce, "a"),
+            grant(QoS::AtMostOnce),
+            T0,
+            &mut out,
+            true
+        ),
+        Delivery::Dropped(DropReason::QueueFull)
+    );
+    assert_eq!(
+        s.deliver(
+            &message(QoS::AtLeastOnce, "b"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            true
+        ),
+        Delivery::Queued
+    );
+}
+
+#[test]
+fn subscription_limit_and_publish_rules() {
+    let mut s = session();
+    let entry = ringmq_core::session::SubscriptionEntry {
+        options: Default::default(),
+        id: None,
+    };
+    assert!(s.subscribe("a".into(), entry.clone()).is_ok());
+    assert!(s.subscribe("b".into(), entry.clone()).is_ok());
+    // Replacing an existing filter is not a new subscription.
+    assert!(s.subscribe("a".into(), entry.clone()).is_ok());
+    assert!(s.subscribe("c".into(), entry).is_err());
+
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "a/b/c/d/e/f/g/h/i".into(),
+        packet_id: None,
+        properties: PublishProperties::default(),
+        payload: Bytes::new(),
+    };
+    assert_eq!(
+        s.handle_publish(publish.clone(), T0).unwrap_err().reason,
+        ReasonCode::TopicNameInvalid
+    );
+    let with_sub_id = Publish {
+        topic: "a".into(),
+        properties: PublishProperties {
+            subscription_identifiers: vec![NonZeroU32::new(1).unwrap()],
+            ..PublishProperties::default()
+        },
+        ..publish
+    };
+    assert_eq!(
+        s.handle_publish(with_sub_id, T0).unwrap_err().reason,
+        ReasonCode::ProtocolError
+    );
+}

@@ -1,0 +1,130 @@
+//! A client connection on one shard.
+//!
+//! glommio's stream is one object; reading and writing it from two tasks would need
+//! a lock held across the pending read. Instead the socket gets a second descriptor
+//! (`dup`): the reading half owns one, the writing half the other, and each has its
+//! own glommio source. Closing either half with `shutdown` ends the other's wait.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::unix::io::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+/// A connection not yet split; it can still move to another shard.
+#[derive(Debug)]
+pub struct Stream {
+    inner: TcpStream,
+}
+
+impl Stream {
+    pub(crate) fn new(inner: TcpStream) -> Stream {
+        Stream { inner }
+    }
+
+    /// Adopts a socket handed over by another shard, on the calling shard.
+    pub fn from_socket(socket: socket2::Socket) -> Stream {
+        Stream {
+            inner: TcpStream::from(socket),
+        }
+    }
+
+    /// Gives up the connection as a plain socket that another shard can adopt with
+    /// [`Stream::from_socket`]. Nothing may be pending on the stream.
+    pub fn into_socket(self) -> io::Result<socket2::Socket> {
+        let socket = duplicate(&self.inner)?;
+        drop(self.inner);
+        Ok(socket)
+    }
+
+    /// Bounds the wait of each read; a read that times out fails with `TimedOut`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner
+            .set_read_timeout(timeout)
+            .map_err(io::Error::from)
+    }
+
+    /// Reads once into the spare room of `buf` (see [`ReadHalf::read_into`]).
+    pub async fn read_into(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        read_into(&mut self.inner, buf, chunk).await
+    }
+
+    /// Writes all of `bytes` (used before the split, e.g. to refuse a CONNECT).
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes).await
+    }
+
+    /// Splits into halves for a reader task and a writer task.
+    pub fn split(self) -> io::Result<(ReadHalf, WriteHalf)> {
+        let write = TcpStream::from(duplicate(&self.inner)?);
+        Ok((ReadHalf { inner: self.inner }, WriteHalf { inner: write }))
+    }
+}
+
+/// A second descriptor of the same socket.
+fn duplicate(stream: &TcpStream) -> io::Result<socket2::Socket> {
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let owned = fd.try_clone_to_owned()?;
+    // SAFETY: `into_raw_fd` gives up sole ownership of the new, valid descriptor;
+    // the socket becomes its only owner (socket2 0.4 has no `From<OwnedFd>`).
+    Ok(unsafe { socket2::Socket::from_raw_fd(owned.into_raw_fd()) })
+}
+
+async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + chunk, 0);
+    let result = match buf.get_mut(start..) {
+        Some(spare) => stream.read(spare).await,
+        None => Ok(0),
+    };
+    let read = *result.as_ref().unwrap_or(&0);
+    buf.truncate(start + read);
+    result
+}
+
+#[derive(Debug)]
+pub struct ReadHalf {
+    inner: TcpStream,
+}
+
+impl ReadHalf {
+    /// Appends what the socket has (up to `chunk` bytes) to `buf`; 0 means the peer
+    /// closed its side.
+    pub async fn read_into(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        read_into(&mut self.inner, buf, chunk).await
+    }
+
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner
+            .set_read_timeout(timeout)
+            .map_err(io::Error::from)
+    }
+}
+
+#[derive(Debug)]
+pub struct WriteHalf {
+    inner: TcpStream,
+}
+
+impl WriteHalf {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes).await
+    }
+
+    /// Bounds each write, so a client that never reads cannot hold its writer forever.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner
+            .set_write_timeout(timeout)
+            .map_err(io::Error::from)
+    }
+
+    /// Closes the connection both ways; the reading half's pending read returns.
+    pub async fn close(&self) {
+        // The peer may be gone already; there is nothing left to do then.
+        let _ = self.inner.shutdown(Shutdown::Both).await;
+    }
+}

@@ -1,0 +1,88 @@
+//! The transport over real sockets on a real glommio executor: bind with
+//! SO_REUSEPORT, accept, split, write and read, hand a socket over, time out a read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use glommio::LocalExecutorBuilder;
+use ringmq_net::{Listener, PortReservation, Stream};
+
+#[test]
+fn accept_split_echo_and_hand_over() {
+    let reservation = PortReservation::new(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = reservation.addr();
+    let handle = LocalExecutorBuilder::default()
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let listener = Listener::bind(addr, 16).unwrap();
+            reservation.release();
+            let client = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.write_all(b"ping").unwrap();
+                let mut reply = [0u8; 4];
+                c.read_exact(&mut reply).unwrap();
+                assert_eq!(&reply, b"pong");
+                // After the hand-over the same connection still works.
+                c.write_all(b"again").unwrap();
+                let mut reply = [0u8; 5];
+                c.read_exact(&mut reply).unwrap();
+                assert_eq!(&reply, b"AGAIN");
+                let mut rest = Vec::new();
+                c.read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty());
+            });
+            let (mut stream, _peer) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            while buf.len() < 4 {
+                assert!(stream.read_into(&mut buf, 64).await.unwrap() > 0);
+            }
+            assert_eq!(&buf[..], b"ping");
+            stream.write_all(b"pong").await.unwrap();
+            // Hand over as a plain socket (as to another shard) and adopt it again.
+            let socket = stream.into_socket().unwrap();
+            let stream = Stream::from_socket(socket);
+            let (mut read, mut write) = stream.split().unwrap();
+            buf.clear();
+            while buf.len() < 5 {
+                assert!(read.read_into(&mut buf, 64).await.unwrap() > 0);
+            }
+            write.write_all(&buf.to_ascii_uppercase()).await.unwrap();
+            write.close().await;
+            client.join().unwrap();
+        })
+        .unwrap();
+    handle.join().unwrap();
+}
+
+#[test]
+fn read_timeout_fires() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let handle = LocalExecutorBuilder::default()
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let listener = Listener::bind(addr, 16).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let client = std::thread::spawn(move || {
+                let _c = std::net::TcpStream::connect(addr).unwrap();
+                // Hold the connection open, silent, until the server has timed out.
+                let _ = rx.recv_timeout(Duration::from_secs(20));
+            });
+            let (stream, _) = listener.accept().await.unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let (mut read, _write) = stream.split().unwrap();
+            let mut buf = BytesMut::new();
+            let error = read.read_into(&mut buf, 64).await.unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+            tx.send(()).unwrap();
+            client.join().unwrap();
+        })
+        .unwrap();
+    handle.join().unwrap();
+}

@@ -1,0 +1,73 @@
+//! What a broker is started with. The binary fills it from flags and environment;
+//! every limit has a default a production broker can run with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The broker's configuration, shared read-only by every shard.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Addresses every shard listens on (ports already resolved, never 0).
+    pub listeners: Vec<SocketAddr>,
+    pub shards: usize,
+    /// The CPU each shard is pinned to, by shard index; empty means not pinned.
+    pub cpus: Vec<usize>,
+    pub limits: Limits,
+    /// Period of the `$SYS/broker/...` publications; `None` disables them.
+    pub sys_interval: Option<Duration>,
+}
+
+/// Every run-time limit, each with a defined behaviour when reached.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Client connections across all shards; past it CONNECT is refused with
+    /// "Server unavailable" (3.1.1) / "Quota exceeded" (5).
+    pub connections_max: usize,
+    /// Largest inbound packet; larger ones end the connection (5: 0x95).
+    pub packet_size_max: u32,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement per client, and the
+    /// receive maximum announced to MQTT 5 clients.
+    pub inflight_max: u16,
+    /// Messages queued per session (offline or window full); past it QoS 1/2
+    /// messages for that session are dropped and counted.
+    pub queued_messages_max: usize,
+    pub topic_levels_max: usize,
+    /// Subscriptions one client may hold; past it SUBACK says "Quota exceeded".
+    pub subscriptions_per_client_max: usize,
+    /// Inbound topic aliases an MQTT 5 client may use.
+    pub topic_alias_max: u16,
+    /// Longest keep alive a client may use; 0 accepts the client's (even none).
+    pub keep_alive_max_s: u16,
+    /// How long a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Cap on the session expiry a client asks for; also the lifetime of MQTT 3.1.1
+    /// persistent sessions while offline.
+    pub session_expiry_max_s: u32,
+    /// Bytes buffered for one connection's socket; past it QoS 0 messages to it are
+    /// dropped and QoS 1/2 wait in the session queue.
+    pub outbound_bytes_max: usize,
+    /// A write that makes no progress for this long ends the connection.
+    pub write_timeout: Duration,
+    /// Messages one shard-to-shard ring holds before senders wait.
+    pub ring_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections_max: 100_000,
+            packet_size_max: ringmq_core::limits::PACKET_SIZE_DEFAULT,
+            inflight_max: 64,
+            queued_messages_max: 1000,
+            topic_levels_max: ringmq_core::limits::TOPIC_LEVELS_DEFAULT,
+            subscriptions_per_client_max: 1000,
+            topic_alias_max: 64,
+            keep_alive_max_s: 0,
+            connect_timeout: Duration::from_secs(10),
+            session_expiry_max_s: 24 * 3600,
+            outbound_bytes_max: 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
+            ring_capacity: 4096,
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! One client connection: the CONNECT handshake on the shard that accepted it, the
+//! hand-over to the shard that owns the client id, then a reader task (decode,
+//! dispatch) and a writer task (flush the output buffer in batches).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use ringmq_core::codec::{self, DecodeError};
+use ringmq_core::packet::{
+    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion,
+};
+use ringmq_core::reason::ReasonCode;
+use ringmq_core::session::{write_packet, Violation};
+use ringmq_core::topic;
+use ringmq_net::{ReadHalf, Stream, WriteHalf};
+use tracing::{debug, info, warn};
+
+use crate::ring::{owner_of, Adoption, ConnectionPermit, ShardMsg};
+use crate::runtime::ShardCtx;
+use crate::state::{Attached, CloseReason, ConnHandle, Ending};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Longest a SUBSCRIBE waits for the other shards' answers (they answer in
+/// microseconds; this only bounds a shard that is stopping).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
+
+/// Reads until a CONNECT arrives, checks it, and serves the connection here or hands
+/// it to the shard that owns its client id.
+pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: SocketAddr) {
+    let limits = Arc::clone(&ctx.limits);
+    if stream
+        .set_read_timeout(Some(limits.connect_timeout))
+        .is_err()
+    {
+        return;
+    }
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut connect = loop {
+        match codec::decode(&mut buf, ProtocolVersion::V5, limits.packet_size_max) {
+            Ok(Some(Packet::Connect(connect))) => break connect,
+            Ok(Some(other)) => {
+                warn!(%peer, packet = ?other.packet_type(), "first packet is not CONNECT; closing");
+                return;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                refuse_bad_connect(&mut stream, &buf, &error).await;
+                warn!(%peer, %error, "invalid CONNECT; closing");
+                ctx.stats.protocol_errors.inc();
+                return;
+            }
+        }
+        match stream.read_into(&mut buf, READ_CHUNK).await {
+            Ok(0) => return,
+            Ok(n) => ctx.stats.bytes_received.add(n as u64),
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                debug!(%peer, "no CONNECT within {:?}; closing", limits.connect_timeout);
+                return;
+            }
+            Err(_) => return,
+        }
+    };
+    let version = connect.protocol;
+    let mut assigned = false;
+    if connect.client_id.is_empty() {
+        if version == ProtocolVersion::V311 && !connect.clean_start {
+            refuse(&mut stream, version, ReasonCode::ClientIdentifierNotValid).await;
+            info!(%peer, "empty client id without clean session; refused");
+            return;
+        }
+        connect.client_id = ctx.assign_client_id();
+        assigned = true;
+    }
+    if connect.properties.authentication_method.is_some() {
+        refuse(&mut stream, version, ReasonCode::BadAuthenticationMethod).await;
+        info!(%peer, client = %connect.client_id, "enhanced authentication is not supported; refused");
+        return;
+    }
+    if let Some(will) = &connect.will {
+        if topic::validate_topic_name(&will.topic, limits.topic_levels_max).is_err() {
+            refuse(&mut stream, version, ReasonCode::TopicNameInvalid).await;
+            info!(%peer, client = %connect.client_id, "invalid will topic; refused");
+            return;
+        }
+    }
+    let Some(permit) = ConnectionPermit::acquire(&ctx.connections, limits.connections_max) else {
+        let reason = match version {
+            ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+            ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+        };
+        refuse(&mut stream, version, reason).await;
+        ctx.stats.connections_refused.inc();
+        warn!(%peer, max = limits.connections_max, "connection limit reached; refused");
+        return;
+    };
+    let leftover = buf.split().freeze();
+    let owner = owner_of(connect.client_id.as_bytes(), ctx.shards);
+    if owner == ctx.id {
+        serve(ctx, stream, peer, connect, assigned, leftover, permit).await;
+        return;
+    }
+    match stream.into_socket() {
+        Ok(socket) => ctx.send(
+            owner,
+            ShardMsg::Adopt(Box::new(Adoption {
+                socket,
+                peer,
+                connect,
+                assigned_id: assigned,
+                leftover,
+                permit,
+            })),
+        ),
+        Err(error) => warn!(%peer, %error, "could not hand the connection over; closing"),
+    }
+}
+
+/// Answers a CONNECT that failed to decode, when its version tells how.
+async fn refuse_bad_connect(stream: &mut Stream, buf: &BytesMut, error: &DecodeError) {
+    match error {
+        DecodeError::UnsupportedProtocolVersion(level) if *level < 5 => {
+            // An MQTT 3.x client reads the 3.1.1 form: return code 1.
+            let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+        }
+        DecodeError::UnsupportedProtocolVersion(_) => {
+            refuse(
+                stream,
+                ProtocolVersion::V5,
+                ReasonCode::UnsupportedProtocolVersion,
+            )
+            .await;
+        }
+        _ if connect_level(buf) == Some(5) => {
+            let reason = match error.reason_code() {
+                reason @ (ReasonCode::MalformedPacket
+                | ReasonCode::PacketTooLarge
+                | ReasonCode::TopicNameInvalid) => reason,
+                _ => ReasonCode::ProtocolError,
+            };
+            refuse(stream, ProtocolVersion::V5, reason).await;
+        }
+        _ => {}
+    }
+}
+
+/// The protocol level of a CONNECT at the start of `buf`, if that far has arrived.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let header = codec::check(buf, u32::MAX).ok().flatten()?;
+    // Protocol name "MQTT" (2 + 4 bytes), then the level.
+    buf.get(header.header_len + 6).copied()
+}
+
+async fn refuse(stream: &mut Stream, version: ProtocolVersion, reason: ReasonCode) {
+    let mut out = BytesMut::new();
+    let connack = Packet::ConnAck(Box::new(ConnAck {
+        session_present: false,
+        reason,
+        properties: ConnAckProperties::default(),
+    }));
+    write_packet(&connack, version, &mut out);
+    let _ = stream.write_all(&out).await;
+}
+
+/// Serves an accepted connection on the shard that owns its client id.
+pub(crate) async fn serve(
+    ctx: Rc<ShardCtx>,
+    stream: Stream,
+    peer: SocketAddr,
+    connect: Box<Connect>,
+    assigned: bool,
+    leftover: Bytes,
+    permit: ConnectionPermit,
+) {
+    let (mut reader, writer) = match stream.split() {
+        Ok(halves) => halves,
+        Err(error) => {
+            warn!(%peer, %error, "could not set up the connection; closing");
+            return;
+        }
+    };
+    let client_id = connect.client_id.clone();
+    let generation = ctx.state.borrow_mut().next_generation();
+    let conn = ConnHandle::new(generation, peer);
+    let attached = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    glommio::spawn_local(write_loop(Rc::clone(&ctx), writer, Rc::clone(&conn))).detach();
+    ctx.flush().await;
+    info!(client = %client_id, %peer, shard = ctx.id, version = ?attached.version, "connected");
+
+    // Keep alive is enforced at one and a half times the client's (MQTT 3.1.2.10).
+    let keep_alive_ms = u64::from(attached.keep_alive_s) * 1500;
+    let timeout = (keep_alive_ms > 0).then(|| Duration::from_millis(keep_alive_ms));
+    if reader.set_timeout(timeout).is_err() {
+        conn.close_with(CloseReason::Kicked(ReasonCode::UnspecifiedError));
+    }
+    let mut buf = BytesMut::with_capacity(READ_CHUNK.max(leftover.len()));
+    buf.extend_from_slice(&leftover);
+    let (ending, why) = read_loop(&ctx, &mut reader, &mut buf, &conn, attached, &client_id).await;
+    ctx.state
+        .borrow_mut()
+        .detach(attached.key, generation, ending);
+    ctx.flush().await;
+    if conn.close.get().is_none() {
+        conn.close_with(CloseReason::Kicked(ReasonCode::Success));
+    }
+    info!(client = %client_id, %peer, reason = why, "disconnected");
+    drop(permit);
+}
+
+enum Next {
+    Continue,
+    Stop(Ending, &'static str),
+}
+
+async fn read_loop(
+    ctx: &Rc<ShardCtx>,
+    reader: &mut ReadHalf,
+    buf: &mut BytesMut,
+    conn: &Rc<ConnHandle>,
+    attached: Attached,
+    client_id: &ByteString,
+) -> (Ending, &'static str) {
+    let max = ctx.limits.packet_size_max;
+    loop {
+        loop {
+            if let Some(reason) = conn.close.get() {
+                return (
+                    Ending::Abnormal,
+                    match reason {
+                        CloseReason::TakenOver => "session taken over",
+                        CloseReason::Kicked(_) => "closed by the broker",
+                    },
+                );
+            }
+            match codec::decode(buf, attached.version, max) {
+                Ok(Some(packet)) => match dispatch(ctx, conn, attached, packet).await {
+                    Ok(Next::Continue) => {}
+                    Ok(Next::Stop(ending, why)) => return (ending, why),
+                    Err(violation) => {
+                        kick(ctx, conn, attached.version, violation, client_id);
+                        return (Ending::Abnormal, violation.what);
+                    }
+                },
+                Ok(None) => break,
+                Err(error) => {
+                    let violation = Violation {
+                        reason: error.reason_code(),
+                        what: "undecodable packet",
+                    };
+                    warn!(client = %client_id, peer = %conn.peer, %error, "protocol error");
+                    kick(ctx, conn, attached.version, violation, client_id);
+                    return (Ending::Abnormal, "protocol error");
+                }
+            }
+        }
+        ctx.flush().await;
+        // A client that does not read its messages stops being read: its output
+        // buffer, even its own PINGRESPs, never grows past the limit.
+        while conn.out.borrow().len() >= ctx.limits.outbound_bytes_max && conn.close.get().is_none()
+        {
+            conn.drained.notified().await;
+        }
+        match reader.read_into(buf, READ_CHUNK).await {
+            Ok(0) => return (Ending::Abnormal, "connection closed by the client"),
+            Ok(n) => ctx.stats.bytes_received.add(n as u64),
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                if attached.version == ProtocolVersion::V5 {
+                    conn.write(
+                        &disconnect(ReasonCode::KeepAliveTimeout),
+                        ProtocolVersion::V5,
+                    );
+                }
+                conn.close_with(CloseReason::Kicked(ReasonCode::KeepAliveTimeout));
+                return (Ending::Abnormal, "keep alive timeout");
+            }
+            Err(_) => return (Ending::Abnormal, "network error"),
+        }
+    }
+}
+
+fn disconnect(reason: ReasonCode) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason,
+        ..Disconnect::default()
+    })
+}
+
+/// Ends a connection that broke the protocol: MQTT 5 learns why in a DISCONNECT.
+fn kick(
+    ctx: &ShardCtx,
+    conn: &ConnHandle,
+    version: ProtocolVersion,
+    violation: Violation,
+    client_id: &str,
+) {
+    ctx.stats.protocol_errors.inc();
+    warn!(client = %client_id, peer = %conn.peer, reason = %violation.reason, what = violation.what, "closing connection");
+    if version == ProtocolVersion::V5 {
+        conn.write(&disconnect(violation.reason), version);
+    }
+    conn.close_with(CloseReason::Kicked(violation.reason));
+}
+
+fn protocol_error(what: &'static str) -> Violation {
+    Violation {
+        reason: ReasonCode::ProtocolError,
+        what,
+    }
+}
+
+async fn dispatch(
+    ctx: &Rc<ShardCtx>,
+    conn: &Rc<ConnHandle>,
+    attached: Attached,
+    packet: Packet,
+) -> Result<Next, Violation> {
+    let key = attached.key;
+    match packet {
+        Packet::Publish(publish) => ctx.state.borrow_mut().inbound_publish(key, publish)?,
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
+            ctx.state.borrow_mut().outbound_ack(key, &packet);
+        }
+        Packet::Subscribe(subscribe) => {
+            let plan = ctx.state.borrow_mut().subscribe(key, subscribe)?;
+            let remote = if ctx.shards > 1 {
+                // The query travels behind the interest updates on every ring, so
+                // when all shards have answered, all of them route to this client.
+                let filters = plan.retained_filters();
+                let (token, done) = {
+                    let mut state = ctx.state.borrow_mut();
+                    let waiter = state.new_waiter(ctx.shards - 1);
+                    for shard in (0..ctx.shards).filter(|&s| s != ctx.id) {
+                        state.outbox.push((
+                            shard,
+                            ShardMsg::Query {
+                                token: waiter.0,
+                                from: ctx.id as u16,
+                                filters: filters.clone(),
+                            },
+                        ));
+                    }
+                    waiter
+                };
+                let _ = token;
+                ctx.flush().await;
+                glommio::timer::timeout(SUBSCRIBE_WAIT, async { Ok(done.wait().await) })
+                    .await
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            ctx.state.borrow_mut().finish_subscribe(key, plan, remote);
+        }
+        Packet::Unsubscribe(unsubscribe) => ctx.state.borrow_mut().unsubscribe(key, unsubscribe),
+        Packet::PingReq => conn.write(&Packet::PingResp, attached.version),
+        Packet::Disconnect(disconnect) => {
+            let ending = Ending::Disconnect {
+                with_will: disconnect.reason == ReasonCode::DisconnectWithWill,
+                expiry_s: disconnect.properties.session_expiry_interval_s,
+            };
+            conn.close_with(CloseReason::Kicked(ReasonCode::Success));
+            return Ok(Next::Stop(ending, "DISCONNECT"));
+        }
+        Packet::Auth(_) => return Err(protocol_error("AUTH without an authentication method")),
+        Packet::Connect(_) => return Err(protocol_error("second CONNECT")),
+        Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+            return Err(protocol_error("a server-to-client packet from the client"))
+        }
+    }
+    Ok(Next::Continue)
+}
+
+/// Writes whatever collects in the connection's output buffer, all of it per write
+/// (many frames per submission under load), until the connection closes.
+async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandle>) {
+    if writer.set_timeout(Some(ctx.limits.write_timeout)).is_err() {
+        writer.close().await;
+        return;
+    }
+    let mut spare = BytesMut::with_capacity(4096);
+    loop {
+        let has_data = {
+            let mut out = conn.out.borrow_mut();
+            if out.is_empty() {
+                false
+            } else {
+                std::mem::swap(&mut *out, &mut spare);
+                true
+            }
+        };
+        if has_data {
+            if writer.write_all(&spare).await.is_err() {
+                break;
+            }
+            ctx.stats.bytes_sent.add(spare.len() as u64);
+            spare.clear();
+            conn.drained.notify();
+            continue;
+        }
+        if conn.close.get().is_some() {
+            break;
+        }
+        conn.wake.notified().await;
+    }
+    // Whatever made the writer stop, the reader must stop too.
+    if conn.close.get().is_none() {
+        conn.close
+            .set(Some(CloseReason::Kicked(ReasonCode::UnspecifiedError)));
+    }
+    writer.close().await;
+}

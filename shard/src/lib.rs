@@ -1,0 +1,29 @@
+//! The shards of ringmq: one glommio executor per core, each owning its connections,
+//! the sessions of the client ids it owns, and their subscriptions.
+//!
+//! Layout:
+//! - [`config`]: what a broker is started with, every limit included;
+//! - `runtime`: executors, the ring mesh, accept loops, timers, `$SYS`;
+//! - `connection`: CONNECT handshake, hand-over to the owning shard, reader and
+//!   writer tasks;
+//! - `state`: a shard's sessions, tries and retained partition, and routing;
+//! - `ring`: what travels between shards, and which shard owns a client id;
+//! - [`stats`]: per-shard counters;
+//! - `notify`: wake-ups between the tasks of one shard.
+//!
+//! Data path: a PUBLISH is matched once against the local trie (this shard's
+//! subscribers) and once against the interest table (which other shards have
+//! subscribers, and the members of share groups); one `Arc` of the message goes to
+//! each interested shard over its ring, which fans out to its own subscribers.
+
+pub mod config;
+mod connection;
+mod notify;
+mod ring;
+mod runtime;
+mod state;
+pub mod stats;
+
+pub use config::{BrokerConfig, Limits};
+pub use ring::owner_of;
+pub use runtime::{start, Running, StartError};

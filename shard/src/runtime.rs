@@ -1,0 +1,450 @@
+//! Starting the shards: one glommio executor per shard, pinned to its CPU, joined to
+//! the others by a full mesh of bounded rings; and the tasks every shard runs
+//! (accept loops, ring consumers, timers, `$SYS` on shard 0).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::{LocalExecutorBuilder, Placement};
+use ringmq_core::packet::{PublishProperties, QoS};
+use ringmq_core::session::Message;
+use ringmq_net::{Listener, Stream};
+use tracing::{error, warn};
+
+use crate::config::{BrokerConfig, Limits};
+use crate::connection;
+use crate::notify::Notify;
+use crate::ring::ShardMsg;
+use crate::state::{self, Shard};
+use crate::stats::{total, ShardStats};
+
+/// How often a shard looks at session expiry and delayed wills.
+const TIMER_PERIOD: Duration = Duration::from_millis(200);
+
+/// Locked memory glommio registers per shard for storage I/O, which shards do not
+/// use; the default (10 MiB) would exhaust a common 8 MiB memlock limit.
+const SHARD_IO_MEMORY_BYTES: usize = 256 * 1024;
+
+/// Messages for one peer that found its ring full, kept in order: once one message
+/// waits, every later one queues behind it, so a ring never reorders.
+#[derive(Default)]
+struct Outgoing {
+    queue: RefCell<VecDeque<ShardMsg>>,
+    /// A message is being handed to the ring by the flusher.
+    busy: Cell<bool>,
+    wake: Notify,
+    drained: RefCell<Vec<Waker>>,
+}
+
+/// What every task of a shard shares.
+pub(crate) struct ShardCtx {
+    pub id: usize,
+    pub shards: usize,
+    pub state: RefCell<Shard>,
+    pub stats: Arc<ShardStats>,
+    pub limits: Arc<Limits>,
+    pub connections: Arc<AtomicUsize>,
+    senders: Senders<ShardMsg>,
+    outgoing: Vec<Outgoing>,
+    assigned_ids: Cell<u64>,
+    boot_id: u64,
+}
+
+impl ShardCtx {
+    /// Sends to a peer shard without waiting: straight onto the ring when it has room
+    /// and nothing queues before it, else behind the queue.
+    pub(crate) fn send(&self, peer: usize, msg: ShardMsg) {
+        let Some(outgoing) = self.outgoing.get(peer) else {
+            return;
+        };
+        let msg = if outgoing.queue.borrow().is_empty() && !outgoing.busy.get() {
+            match self.senders.try_send_to(peer, msg) {
+                Ok(()) => return,
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) => {
+                    self.stats.ring_full.inc();
+                    msg
+                }
+                Err(_) => return,
+            }
+        } else {
+            msg
+        };
+        outgoing.queue.borrow_mut().push_back(msg);
+        outgoing.wake.notify();
+    }
+
+    /// Sends what the state's outbox holds, then waits while a ring it used is full:
+    /// the publisher stops being read, which is the backpressure.
+    pub(crate) async fn flush(&self) {
+        let messages = std::mem::take(&mut self.state.borrow_mut().outbox);
+        if messages.is_empty() {
+            return;
+        }
+        let mut peers: u128 = 0;
+        for (peer, msg) in messages {
+            if peer < 128 {
+                peers |= 1 << peer;
+            }
+            self.send(peer, msg);
+        }
+        for (peer, outgoing) in self.outgoing.iter().enumerate() {
+            if peer < 128 && peers & (1 << peer) == 0 {
+                continue;
+            }
+            std::future::poll_fn(|cx| {
+                if outgoing.queue.borrow().is_empty() {
+                    std::task::Poll::Ready(())
+                } else {
+                    outgoing.drained.borrow_mut().push(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
+    /// A client id for an MQTT 5 client that sent none: unique across restarts and
+    /// shards.
+    pub(crate) fn assign_client_id(&self) -> ByteString {
+        let n = self.assigned_ids.get() + 1;
+        self.assigned_ids.set(n);
+        ByteString::from(format!("ringmq-{:x}-{}-{}", self.boot_id, self.id, n))
+    }
+}
+
+/// Drains one peer's queue onto its ring, waiting for room.
+async fn flush_peer(ctx: Rc<ShardCtx>, peer: usize) {
+    let Some(outgoing) = ctx.outgoing.get(peer) else {
+        return;
+    };
+    loop {
+        let next = outgoing.queue.borrow_mut().pop_front();
+        match next {
+            Some(msg) => {
+                outgoing.busy.set(true);
+                let sent = ctx.senders.send_to(peer, msg).await;
+                outgoing.busy.set(false);
+                if sent.is_err() {
+                    // The peer is gone (shutting down): nothing to deliver to.
+                    outgoing.queue.borrow_mut().clear();
+                }
+            }
+            None => {
+                for waker in outgoing.drained.borrow_mut().drain(..) {
+                    waker.wake();
+                }
+                outgoing.wake.notified().await;
+            }
+        }
+    }
+}
+
+fn handle_ring(ctx: &Rc<ShardCtx>, msg: ShardMsg) {
+    match msg {
+        ShardMsg::Adopt(adoption) => {
+            let adoption = *adoption;
+            let stream = Stream::from_socket(adoption.socket);
+            glommio::spawn_local(connection::serve(
+                Rc::clone(ctx),
+                stream,
+                adoption.peer,
+                adoption.connect,
+                adoption.assigned_id,
+                adoption.leftover,
+                adoption.permit,
+            ))
+            .detach();
+        }
+        ShardMsg::Publish(message) => {
+            ctx.state.borrow_mut().deliver_plain(&message, state::now());
+        }
+        ShardMsg::SharedPublish {
+            message,
+            member,
+            filter,
+        } => ctx
+            .state
+            .borrow_mut()
+            .deliver_shared(&message, member, &filter, state::now()),
+        ShardMsg::Interest { filter, key, add } => {
+            ctx.state.borrow_mut().apply_interest(&filter, key, add);
+        }
+        ShardMsg::Retain(message) => ctx.state.borrow_mut().apply_retain(message),
+        ShardMsg::Query {
+            token,
+            from,
+            filters,
+        } => {
+            let retained = ctx.state.borrow().retained_matching(&filters);
+            ctx.send(usize::from(from), ShardMsg::QueryReply { token, retained });
+        }
+        ShardMsg::QueryReply { token, retained } => ctx.state.borrow_mut().answer(token, retained),
+    }
+    // Work done for a ring message (a will, a redelivery) may address other shards;
+    // a consumer never waits, it only queues.
+    let pending = std::mem::take(&mut ctx.state.borrow_mut().outbox);
+    for (peer, msg) in pending {
+        ctx.send(peer, msg);
+    }
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                glommio::spawn_local(connection::handshake(Rc::clone(&ctx), stream, peer)).detach();
+            }
+            Err(err) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                warn!(error = %err, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn timer_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        glommio::timer::sleep(TIMER_PERIOD).await;
+        ctx.state.borrow_mut().run_timers();
+        ctx.flush().await;
+    }
+}
+
+/// Publishes `$SYS/broker/...` (retained) every `interval`, from shard 0.
+async fn sys_loop(ctx: Rc<ShardCtx>, all: Arc<Vec<Arc<ShardStats>>>, interval: Duration) {
+    let started = Instant::now();
+    let version = ByteString::from(format!("ringmq {}", env!("CARGO_PKG_VERSION")));
+    loop {
+        let sum = |value: fn(&ShardStats) -> u64| total(&all, value).to_string();
+        let values: [(&str, String); 12] = [
+            ("$SYS/broker/version", version.to_string()),
+            (
+                "$SYS/broker/uptime",
+                format!("{} seconds", started.elapsed().as_secs()),
+            ),
+            (
+                "$SYS/broker/clients/connected",
+                sum(|s| s.clients_connected.get()),
+            ),
+            ("$SYS/broker/clients/total", sum(|s| s.sessions.get())),
+            (
+                "$SYS/broker/messages/received",
+                sum(|s| s.messages_received.get()),
+            ),
+            ("$SYS/broker/messages/sent", sum(|s| s.messages_sent.get())),
+            (
+                "$SYS/broker/bytes/received",
+                sum(|s| s.bytes_received.get()),
+            ),
+            ("$SYS/broker/bytes/sent", sum(|s| s.bytes_sent.get())),
+            (
+                "$SYS/broker/subscriptions/count",
+                sum(|s| s.subscriptions.get()),
+            ),
+            (
+                "$SYS/broker/retained messages/count",
+                sum(|s| s.retained.get()),
+            ),
+            (
+                "$SYS/broker/messages/dropped",
+                sum(ShardStats::dropped_total),
+            ),
+            (
+                "$SYS/broker/connections/refused",
+                sum(|s| s.connections_refused.get()),
+            ),
+        ];
+        {
+            let mut state = ctx.state.borrow_mut();
+            for (topic, value) in values {
+                state.route(Arc::new(Message {
+                    topic: ByteString::from(topic),
+                    payload: Bytes::from(value),
+                    qos: QoS::AtMostOnce,
+                    retain: true,
+                    properties: PublishProperties::default(),
+                    expires_at: None,
+                    origin: None,
+                }));
+            }
+        }
+        ctx.flush().await;
+        glommio::timer::sleep(interval).await;
+    }
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not start shard {shard}: {reason}")]
+    Shard { shard: usize, reason: String },
+    #[error("shard {shard} could not listen on {addr}: {reason}")]
+    Listen {
+        shard: usize,
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+}
+
+/// Running shards: wait on them with [`Running::wait`].
+pub struct Running {
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("shards", &self.handles.len())
+            .finish()
+    }
+}
+
+impl Running {
+    /// Blocks until every shard has stopped.
+    pub fn wait(self) {
+        for handle in self.handles {
+            if let Err(err) = handle.join() {
+                error!(error = %err, "shard stopped with an error");
+            }
+        }
+    }
+}
+
+/// Starts the shards and returns once every one of them listens.
+pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
+    let shards = config.shards.max(1);
+    let limits = Arc::new(config.limits.clone());
+    let mesh = MeshBuilder::full(shards, limits.ring_capacity.max(16));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let all_stats: Arc<Vec<Arc<ShardStats>>> = Arc::new(
+        (0..shards)
+            .map(|_| Arc::new(ShardStats::default()))
+            .collect(),
+    );
+    let boot_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, stats) in all_stats.iter().cloned().enumerate() {
+        let placement = match config.cpus.get(id) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let mesh = mesh.clone();
+        let limits = Arc::clone(&limits);
+        let connections = Arc::clone(&connections);
+        let all_stats = Arc::clone(&all_stats);
+        let listeners = config.listeners.clone();
+        let sys_interval = config.sys_interval;
+        let ready = ready_tx.clone();
+        let spawned = LocalExecutorBuilder::new(placement)
+            .name(&format!("ringmq-shard-{id}"))
+            .io_memory(SHARD_IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let (senders, mut receivers) = match mesh.join().await {
+                    Ok(ends) => ends,
+                    Err(err) => {
+                        let _ = ready.send(Err(StartError::Shard {
+                            shard: id,
+                            reason: format!("could not join the shard mesh: {err}"),
+                        }));
+                        return;
+                    }
+                };
+                let ctx = Rc::new(ShardCtx {
+                    id,
+                    shards,
+                    state: RefCell::new(Shard::new(
+                        id as u16,
+                        shards,
+                        Arc::clone(&limits),
+                        Arc::clone(&stats),
+                    )),
+                    stats,
+                    limits,
+                    connections,
+                    senders,
+                    outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
+                    assigned_ids: Cell::new(0),
+                    boot_id,
+                });
+                for (_, receiver) in receivers.streams() {
+                    let ctx = Rc::clone(&ctx);
+                    glommio::spawn_local(async move {
+                        while let Some(msg) = receiver.recv().await {
+                            handle_ring(&ctx, msg);
+                        }
+                    })
+                    .detach();
+                }
+                for peer in (0..shards).filter(|&p| p != id) {
+                    glommio::spawn_local(flush_peer(Rc::clone(&ctx), peer)).detach();
+                }
+                let mut tasks = Vec::new();
+                for addr in listeners {
+                    match Listener::bind(addr, 1024) {
+                        Ok(listener) => {
+                            tasks.push(glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener)))
+                        }
+                        Err(err) => {
+                            let _ = ready.send(Err(StartError::Listen {
+                                shard: id,
+                                addr,
+                                reason: err.to_string(),
+                            }));
+                            return;
+                        }
+                    }
+                }
+                glommio::spawn_local(timer_loop(Rc::clone(&ctx))).detach();
+                if let (0, Some(interval)) = (id, sys_interval) {
+                    glommio::spawn_local(sys_loop(
+                        Rc::clone(&ctx),
+                        Arc::clone(&all_stats),
+                        interval,
+                    ))
+                    .detach();
+                }
+                let _ = ready.send(Ok(()));
+                drop(ready);
+                for task in tasks {
+                    task.await;
+                }
+            });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(err) => {
+                return Err(StartError::Shard {
+                    shard: id,
+                    reason: err.to_string(),
+                })
+            }
+        }
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                return Err(StartError::Shard {
+                    shard: 0,
+                    reason: "a shard stopped while starting".into(),
+                })
+            }
+        }
+    }
+    let _ = connections.load(Ordering::Relaxed);
+    Ok(Running { handles })
+}

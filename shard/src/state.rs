@@ -1,0 +1,1059 @@
+//! A shard's state and everything done to it synchronously: sessions, the local
+//! subscription trie, the replica of the interest table, this shard's partition of the
+//! retained messages, routing.
+//!
+//! Tasks of the shard borrow it for short, non-async sections; messages for other
+//! shards collect in `outbox` and are sent by the task once the borrow ends, so no
+//! borrow is ever held across an await.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use ringmq_core::packet::{
+    AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion,
+    Publish, PublishProperties, QoS, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
+};
+use ringmq_core::reason::ReasonCode;
+use ringmq_core::session::{
+    write_packet, Delivery, Grant, Inbound, Message, Session, SessionKey, SessionLimits,
+    SubscriptionEntry, Timestamp, Violation,
+};
+use ringmq_core::topic::{self, Filter, Match, RetainedTree, SubscriptionTrie};
+
+use crate::config::Limits;
+use crate::notify::{Notify, OneShot};
+use crate::ring::{owner_of, InterestKey, ShardMsg};
+use crate::stats::ShardStats;
+
+/// Milliseconds since the process started, on the monotonic clock all shards share,
+/// so deadlines (message expiry) mean the same on every shard.
+pub(crate) fn now() -> Timestamp {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    Timestamp(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why the broker closes a connection, for the log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    TakenOver,
+    Kicked(ReasonCode),
+}
+
+/// One live connection as the shard sees it: its output buffer and the writer's bell.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub out: RefCell<BytesMut>,
+    pub wake: Notify,
+    /// Rung by the writer after each write, for a reader waiting for room.
+    pub drained: Notify,
+    /// Set when the broker ends the connection: the writer flushes and closes.
+    pub close: Cell<Option<CloseReason>>,
+    pub generation: u64,
+    pub peer: SocketAddr,
+}
+
+impl ConnHandle {
+    pub(crate) fn new(generation: u64, peer: SocketAddr) -> Rc<ConnHandle> {
+        Rc::new(ConnHandle {
+            out: RefCell::new(BytesMut::with_capacity(4096)),
+            wake: Notify::default(),
+            drained: Notify::default(),
+            close: Cell::new(None),
+            generation,
+            peer,
+        })
+    }
+
+    pub(crate) fn write(&self, packet: &Packet, version: ProtocolVersion) {
+        write_packet(packet, version, &mut self.out.borrow_mut());
+        self.wake.notify();
+    }
+
+    pub(crate) fn close_with(&self, reason: CloseReason) {
+        self.close.set(Some(reason));
+        self.wake.notify();
+    }
+}
+
+/// A plain subscription in the local trie.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalSub {
+    options: SubscriptionOptions,
+    id: Option<NonZeroU32>,
+}
+
+struct Slot {
+    session: Session,
+    conn: Option<Rc<ConnHandle>>,
+    /// Session expiry interval once the connection is gone.
+    expiry_s: u32,
+    expires_at: Option<Timestamp>,
+    will: Option<Will>,
+    /// A will waiting for its delay (MQTT 5 will delay interval).
+    will_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    SessionExpiry,
+    Will,
+}
+
+/// A subscribe waiting for the other shards' answers (a barrier and retained query).
+pub(crate) struct Waiter {
+    remaining: usize,
+    retained: Vec<Arc<Message>>,
+    done: Rc<OneShot<Vec<Arc<Message>>>>,
+}
+
+/// The retained lookups a SUBSCRIBE asks for once every shard has answered.
+#[derive(Debug)]
+pub(crate) struct SubscribePlan {
+    packet_id: ringmq_core::packet::PacketId,
+    reasons: Vec<ReasonCode>,
+    retained: Vec<(ByteString, SubscriptionOptions, Option<NonZeroU32>)>,
+}
+
+impl SubscribePlan {
+    pub(crate) fn retained_filters(&self) -> Vec<ByteString> {
+        self.retained
+            .iter()
+            .map(|(filter, _, _)| filter.clone())
+            .collect()
+    }
+}
+
+/// A connection accepted by [`Shard::attach`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attached {
+    pub key: SessionKey,
+    pub version: ProtocolVersion,
+    /// The keep alive in force (the client's, or the broker's cap).
+    pub keep_alive_s: u16,
+}
+
+/// How a connection ended, as far as will and expiry care.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ending {
+    /// DISCONNECT from the client: `with_will` for MQTT 5 reason 0x04; `expiry_s` a
+    /// new session expiry interval from its properties.
+    Disconnect {
+        with_will: bool,
+        expiry_s: Option<u32>,
+    },
+    /// Anything else: network error, keep-alive timeout, protocol error.
+    Abnormal,
+}
+
+pub(crate) struct Shard {
+    pub id: u16,
+    pub shards: usize,
+    pub limits: Arc<Limits>,
+    pub stats: Arc<ShardStats>,
+    sessions: HashMap<SessionKey, Slot>,
+    by_client: HashMap<ByteString, SessionKey>,
+    local: SubscriptionTrie<SessionKey, LocalSub>,
+    interest: SubscriptionTrie<InterestKey, ()>,
+    retained: RetainedTree<Arc<Message>>,
+    cursors: HashMap<ByteString, usize>,
+    next_session: u64,
+    next_generation: u64,
+    next_token: u64,
+    waiters: HashMap<u64, Waiter>,
+    timers: BinaryHeap<Reverse<(Timestamp, SessionKey, TimerKind)>>,
+    /// Messages for other shards, sent by the running task when its borrow ends.
+    pub outbox: Vec<(usize, ShardMsg)>,
+    matches: Vec<(SessionKey, LocalSub)>,
+    offline_out: BytesMut,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        id: u16,
+        shards: usize,
+        limits: Arc<Limits>,
+        stats: Arc<ShardStats>,
+    ) -> Shard {
+        Shard {
+            id,
+            shards,
+            limits,
+            stats,
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            local: SubscriptionTrie::new(),
+            interest: SubscriptionTrie::new(),
+            retained: RetainedTree::new(),
+            cursors: HashMap::new(),
+            next_session: 0,
+            next_generation: 0,
+            next_token: 0,
+            waiters: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outbox: Vec::new(),
+            matches: Vec::new(),
+            offline_out: BytesMut::new(),
+        }
+    }
+
+    fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            inflight_max: self.limits.inflight_max,
+            queued_max: self.limits.queued_messages_max,
+            receive_maximum: self.limits.inflight_max,
+            topic_alias_maximum: self.limits.topic_alias_max,
+            topic_levels_max: self.limits.topic_levels_max,
+            subscriptions_max: self.limits.subscriptions_per_client_max,
+        }
+    }
+
+    pub(crate) fn next_generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    /// Session keys are unique on the node: the shard id in the top bits.
+    fn next_key(&mut self) -> SessionKey {
+        self.next_session += 1;
+        SessionKey((u64::from(self.id) << 48) | self.next_session)
+    }
+
+    fn broadcast(&mut self, make: impl Fn() -> ShardMsg) {
+        for shard in 0..self.shards {
+            if shard != usize::from(self.id) {
+                self.outbox.push((shard, make()));
+            }
+        }
+    }
+
+    /// Attaches a connection whose CONNECT was accepted: takes over a live
+    /// connection of the same client, resumes or replaces its session, and writes
+    /// CONNACK plus anything the session had to resend.
+    pub(crate) fn attach(
+        &mut self,
+        connect: Box<Connect>,
+        assigned_id: bool,
+        conn: &Rc<ConnHandle>,
+    ) -> Attached {
+        let keep_alive_s = self.keep_alive_s(connect.keep_alive_s);
+        let now = now();
+        let connect = *connect;
+        let version = connect.protocol;
+        let expiry_max = self.limits.session_expiry_max_s;
+        let asked_expiry_s = match version {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval_s.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => expiry_max,
+        };
+        let expiry_s = asked_expiry_s.min(expiry_max);
+
+        let mut session_present = false;
+        if let Some(&key) = self.by_client.get(&connect.client_id) {
+            self.take_over(key, connect.clean_start, now);
+            if connect.clean_start {
+                self.end_session(key);
+            } else {
+                session_present = true;
+            }
+        }
+        let key = match self.by_client.get(&connect.client_id) {
+            Some(&key) if session_present => key,
+            _ => {
+                let key = self.next_key();
+                let session = Session::new(connect.client_id.clone(), key, self.session_limits());
+                self.sessions.insert(
+                    key,
+                    Slot {
+                        session,
+                        conn: None,
+                        expiry_s,
+                        expires_at: None,
+                        will: None,
+                        will_at: None,
+                    },
+                );
+                self.by_client.insert(connect.client_id.clone(), key);
+                self.stats.sessions.inc();
+                key
+            }
+        };
+
+        let mut properties = ConnAckProperties::default();
+        if version == ProtocolVersion::V5 {
+            properties.receive_maximum = std::num::NonZeroU16::new(self.limits.inflight_max);
+            properties.maximum_packet_size = NonZeroU32::new(self.limits.packet_size_max);
+            properties.topic_alias_maximum = Some(self.limits.topic_alias_max);
+            if assigned_id {
+                properties.assigned_client_identifier = Some(connect.client_id.clone());
+            }
+            if asked_expiry_s > expiry_max {
+                properties.session_expiry_interval_s = Some(expiry_max);
+            }
+            if keep_alive_s != connect.keep_alive_s {
+                properties.server_keep_alive_s = Some(keep_alive_s);
+            }
+        }
+        let connack = Packet::ConnAck(Box::new(ConnAck {
+            session_present,
+            reason: ReasonCode::Success,
+            properties,
+        }));
+
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return Attached {
+                key,
+                version,
+                keep_alive_s,
+            };
+        };
+        slot.expiry_s = expiry_s;
+        slot.expires_at = None;
+        slot.will = connect.will;
+        // A new connection cancels a delayed will (MQTT 5 3.1.3.2.2).
+        slot.will_at = None;
+        {
+            let mut out = conn.out.borrow_mut();
+            write_packet(&connack, version, &mut out);
+            slot.session.resume(
+                version,
+                connect.properties.receive_maximum,
+                connect.properties.maximum_packet_size,
+                now,
+                &mut out,
+            );
+        }
+        slot.conn = Some(Rc::clone(conn));
+        conn.wake.notify();
+        self.stats.clients_connected.inc();
+        self.stats.connections_total.inc();
+        Attached {
+            key,
+            version,
+            keep_alive_s,
+        }
+    }
+
+    /// The keep alive the broker holds a client to: its own, capped by
+    /// `keep_alive_max_s` (MQTT 5 clients learn the cap as Server Keep Alive).
+    fn keep_alive_s(&self, asked_s: u16) -> u16 {
+        match self.limits.keep_alive_max_s {
+            0 => asked_s,
+            max if asked_s == 0 || asked_s > max => max,
+            _ => asked_s,
+        }
+    }
+
+    /// Closes the live connection of a session a new connection takes over.
+    fn take_over(&mut self, key: SessionKey, clean_start: bool, now: Timestamp) {
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(old) = slot.conn.take() else {
+            return;
+        };
+        if slot.session.version() == ProtocolVersion::V5 {
+            old.write(
+                &Packet::Disconnect(Disconnect {
+                    reason: ReasonCode::SessionTakenOver,
+                    ..Disconnect::default()
+                }),
+                ProtocolVersion::V5,
+            );
+        }
+        old.close_with(CloseReason::TakenOver);
+        slot.session.disconnect();
+        self.stats.clients_connected.sub(1);
+        // The old connection closed without DISCONNECT: its will goes out, unless it
+        // has a delay and the session lives on (the new connection cancels it).
+        let delayed = slot
+            .will
+            .as_ref()
+            .and_then(|will| will.properties.will_delay_interval_s)
+            .is_some_and(|delay| delay > 0);
+        let will = slot.will.take();
+        if let Some(will) = will {
+            if !delayed || clean_start {
+                self.publish_will(will, now);
+            }
+        }
+    }
+
+    /// Detaches a connection that ended; `generation` tells a stale end (the session
+    /// was taken over meanwhile) from the current one.
+    pub(crate) fn detach(&mut self, key: SessionKey, generation: u64, ending: Ending) {
+        let now = now();
+        let expiry_max = self.limits.session_expiry_max_s;
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if slot.conn.as_ref().map(|conn| conn.generation) != Some(generation) {
+            return;
+        }
+        slot.conn = None;
+        slot.session.disconnect();
+        self.stats.clients_connected.sub(1);
+        if let Ending::Disconnect {
+            with_will,
+            expiry_s,
+        } = ending
+        {
+            // A session that was to end with its connection cannot be revived by
+            // DISCONNECT (MQTT 5 3.14.2.2.2); the client's mistake costs it nothing.
+            if let (Some(expiry_s), true) = (expiry_s, slot.expiry_s > 0) {
+                slot.expiry_s = expiry_s.min(expiry_max);
+            }
+            if !with_will {
+                slot.will = None;
+            }
+        }
+        let expiry_s = slot.expiry_s;
+        if let Some(will) = slot.will.take() {
+            let delay_s = will.properties.will_delay_interval_s.unwrap_or(0);
+            if delay_s == 0 || expiry_s == 0 {
+                self.publish_will(will, now);
+            } else {
+                let at = now.plus_s(delay_s.min(expiry_s));
+                if let Some(slot) = self.sessions.get_mut(&key) {
+                    slot.will = Some(will);
+                    slot.will_at = Some(at);
+                }
+                self.timers.push(Reverse((at, key, TimerKind::Will)));
+            }
+        }
+        if expiry_s == 0 {
+            self.end_session(key);
+        } else {
+            let at = now.plus_s(expiry_s);
+            if let Some(slot) = self.sessions.get_mut(&key) {
+                slot.expires_at = Some(at);
+            }
+            self.timers
+                .push(Reverse((at, key, TimerKind::SessionExpiry)));
+        }
+    }
+
+    /// Ends a session: its subscriptions go, and a will still waiting goes out now.
+    fn end_session(&mut self, key: SessionKey) {
+        let Some(mut slot) = self.sessions.remove(&key) else {
+            return;
+        };
+        if self.by_client.get(&slot.session.client_id) == Some(&key) {
+            self.by_client.remove(&slot.session.client_id);
+        }
+        self.stats.sessions.sub(1);
+        if let Some(conn) = slot.conn.take() {
+            conn.close_with(CloseReason::Kicked(ReasonCode::SessionTakenOver));
+            self.stats.clients_connected.sub(1);
+        }
+        for filter in slot.session.take_subscriptions() {
+            self.remove_subscription(key, &filter);
+        }
+        if slot.will_at.is_some() {
+            if let Some(will) = slot.will.take() {
+                self.publish_will(will, now());
+            }
+        }
+    }
+
+    fn publish_will(&mut self, will: Will, now: Timestamp) {
+        let properties = PublishProperties {
+            payload_format: will.properties.payload_format,
+            message_expiry_interval_s: will.properties.message_expiry_interval_s,
+            response_topic: will.properties.response_topic,
+            correlation_data: will.properties.correlation_data,
+            user: will.properties.user,
+            content_type: will.properties.content_type,
+            ..PublishProperties::default()
+        };
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            properties,
+            payload: will.payload,
+        };
+        self.route(Arc::new(Message::from_publish(publish, None, now)));
+    }
+
+    /// Sessions whose expiry or will delay has come.
+    pub(crate) fn run_timers(&mut self) {
+        let now = now();
+        while let Some(Reverse((at, key, kind))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            match kind {
+                TimerKind::Will if slot.conn.is_none() && slot.will_at == Some(at) => {
+                    slot.will_at = None;
+                    if let Some(will) = slot.will.take() {
+                        self.publish_will(will, now);
+                    }
+                }
+                TimerKind::SessionExpiry if slot.conn.is_none() && slot.expires_at == Some(at) => {
+                    self.end_session(key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// An inbound PUBLISH: resolve, route, acknowledge.
+    pub(crate) fn inbound_publish(
+        &mut self,
+        key: SessionKey,
+        publish: Publish,
+    ) -> Result<(), Violation> {
+        let now = now();
+        self.stats.messages_received.inc();
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return Ok(());
+        };
+        let qos = publish.qos;
+        let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
+            Inbound::Route(message, packet_id) => {
+                // Clients may not write the broker's own topics.
+                let matched = if message.topic.starts_with("$SYS") {
+                    false
+                } else {
+                    self.route(message)
+                };
+                if !matched {
+                    self.stats.dropped_no_subscribers.inc();
+                }
+                (matched, packet_id)
+            }
+            Inbound::Duplicate(packet_id) => (true, Some(packet_id)),
+        };
+        if let (Some(packet_id), Some(slot)) = (packet_id, self.sessions.get(&key)) {
+            if let Some(conn) = &slot.conn {
+                slot.session
+                    .acknowledge(qos, packet_id, matched, &mut conn.out.borrow_mut());
+                conn.wake.notify();
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes a message from a client or the broker: retained store, local plain
+    /// subscribers, other shards by interest, one member per share group. Returns
+    /// whether anyone subscribes.
+    pub(crate) fn route(&mut self, message: Arc<Message>) -> bool {
+        let now = now();
+        if message.retain {
+            self.retain(&message);
+        }
+        let mut matched = self.deliver_plain(&message, now);
+
+        let id = self.id;
+        let mut remote_shards: u128 = 0;
+        let mut overflow_shards: Vec<u16> = Vec::new();
+        let mut picks: Vec<(ByteString, u16, SessionKey)> = Vec::new();
+        let cursors = &mut self.cursors;
+        self.interest
+            .for_each_match(&message.topic, |hit| match hit {
+                Match::Plain {
+                    key: InterestKey::Shard(shard),
+                    ..
+                } => {
+                    if shard < 128 {
+                        remote_shards |= 1u128 << shard;
+                    } else {
+                        overflow_shards.push(shard);
+                    }
+                }
+                Match::Plain { .. } => {}
+                Match::Shared {
+                    filter, members, ..
+                } => {
+                    let cursor = match cursors.get_mut(filter) {
+                        Some(cursor) => cursor,
+                        None => cursors.entry(ByteString::from(filter)).or_insert(0),
+                    };
+                    let index = *cursor % members.len().max(1);
+                    *cursor = cursor.wrapping_add(1);
+                    if let Some((InterestKey::Member(shard, member), _)) = members.get(index) {
+                        picks.push((ByteString::from(filter), shard, member));
+                    }
+                }
+            });
+        overflow_shards.sort_unstable();
+        overflow_shards.dedup();
+        for shard in (0..128u16)
+            .filter(|s| remote_shards & (1u128 << s) != 0)
+            .chain(overflow_shards)
+        {
+            if shard != id {
+                matched = true;
+                self.outbox
+                    .push((usize::from(shard), ShardMsg::Publish(Arc::clone(&message))));
+            }
+        }
+        for (filter, shard, member) in picks {
+            matched = true;
+            if shard == id {
+                self.deliver_shared(&message, member, &filter, now);
+            } else {
+                self.outbox.push((
+                    usize::from(shard),
+                    ShardMsg::SharedPublish {
+                        message: Arc::clone(&message),
+                        member,
+                        filter,
+                    },
+                ));
+            }
+        }
+        matched
+    }
+
+    /// Delivers to this shard's plain subscribers, one copy per session (the
+    /// highest QoS of its matching subscriptions, all their identifiers).
+    pub(crate) fn deliver_plain(&mut self, message: &Arc<Message>, now: Timestamp) -> bool {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        self.local.for_each_match(&message.topic, |hit| {
+            if let Match::Plain { key, value } = hit {
+                if !(value.options.no_local && message.origin == Some(key)) {
+                    matches.push((key, value.clone()));
+                }
+            }
+        });
+        let matched = !matches.is_empty();
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|(key, _)| *key);
+        }
+        let mut index = 0;
+        while let Some((key, first)) = matches.get(index) {
+            let key = *key;
+            let mut grant = grant_for(message, &first.options, first.id);
+            index += 1;
+            while let Some((next_key, sub)) = matches.get(index) {
+                if *next_key != key {
+                    break;
+                }
+                let other = grant_for(message, &sub.options, sub.id);
+                grant.qos = grant.qos.max(other.qos);
+                grant.retain |= other.retain;
+                grant.subscription_ids.extend(other.subscription_ids);
+                index += 1;
+            }
+            self.deliver_to(key, message, grant, now);
+        }
+        self.matches = matches;
+        matched
+    }
+
+    /// Delivers to one member of a share group, chosen by the publishing shard.
+    pub(crate) fn deliver_shared(
+        &mut self,
+        message: &Arc<Message>,
+        member: SessionKey,
+        filter: &str,
+        now: Timestamp,
+    ) {
+        let entry = self
+            .sessions
+            .get(&member)
+            .and_then(|slot| slot.session.subscription(filter))
+            .cloned();
+        match entry {
+            Some(entry) => {
+                let grant = grant_for(message, &entry.options, entry.id);
+                self.deliver_to(member, message, grant, now);
+            }
+            // The member left while the message was on its way.
+            None => self.stats.dropped_no_subscribers.inc(),
+        }
+    }
+
+    fn deliver_to(
+        &mut self,
+        key: SessionKey,
+        message: &Arc<Message>,
+        grant: Grant,
+        now: Timestamp,
+    ) {
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let delivery = match &slot.conn {
+            Some(conn) => {
+                let mut out = conn.out.borrow_mut();
+                let full = out.len() >= self.limits.outbound_bytes_max;
+                let delivery = slot.session.deliver(message, grant, now, &mut out, full);
+                drop(out);
+                if delivery == Delivery::Sent {
+                    conn.wake.notify();
+                }
+                delivery
+            }
+            None => slot
+                .session
+                .deliver(message, grant, now, &mut self.offline_out, true),
+        };
+        match delivery {
+            Delivery::Sent => self.stats.messages_sent.inc(),
+            Delivery::Queued => {}
+            Delivery::Dropped(reason) => self.stats.dropped(reason),
+        }
+    }
+
+    /// Sends a retained message to the shard that owns its topic (one writer per
+    /// topic keeps every shard's view in the same order), as a compact copy that does
+    /// not pin the publisher's read buffer.
+    fn retain(&mut self, message: &Arc<Message>) {
+        let stored = Arc::new(Message {
+            topic: ByteString::from(&*message.topic),
+            payload: Bytes::copy_from_slice(&message.payload),
+            ..Message::clone(message)
+        });
+        let owner = owner_of(message.topic.as_bytes(), self.shards);
+        if owner == usize::from(self.id) {
+            self.apply_retain(stored);
+        } else {
+            self.outbox.push((owner, ShardMsg::Retain(stored)));
+        }
+    }
+
+    pub(crate) fn apply_retain(&mut self, message: Arc<Message>) {
+        if message.payload.is_empty() {
+            if self.retained.remove(&message.topic).is_some() {
+                self.stats.retained.sub(1);
+            }
+        } else {
+            let topic = message.topic.clone();
+            if self.retained.insert(&topic, message).is_none() {
+                self.stats.retained.inc();
+            }
+        }
+    }
+
+    /// Retained messages of this shard's partition matching any of `filters`.
+    pub(crate) fn retained_matching(&self, filters: &[ByteString]) -> Vec<Arc<Message>> {
+        let now = now();
+        let mut found: Vec<Arc<Message>> = Vec::new();
+        for filter in filters {
+            self.retained.for_each_match(filter, |_, message| {
+                if !message.is_expired(now) {
+                    found.push(Arc::clone(message));
+                }
+            });
+        }
+        found.sort_unstable_by_key(|message| Arc::as_ptr(message) as usize);
+        found.dedup_by_key(|message| Arc::as_ptr(message) as usize);
+        found
+    }
+
+    /// Applies a SUBSCRIBE to the session and the tries; the SUBACK and retained
+    /// messages follow in [`Shard::finish_subscribe`] once the other shards have seen
+    /// the new interest.
+    pub(crate) fn subscribe(
+        &mut self,
+        key: SessionKey,
+        subscribe: Subscribe,
+    ) -> Result<SubscribePlan, Violation> {
+        let levels_max = self.limits.topic_levels_max;
+        let id = self.id;
+        let mut plan = SubscribePlan {
+            packet_id: subscribe.packet_id,
+            reasons: Vec::with_capacity(subscribe.subscriptions.len()),
+            retained: Vec::new(),
+        };
+        let sub_id = subscribe.properties.subscription_identifier;
+        for subscription in subscribe.subscriptions {
+            let filter_text = subscription.filter;
+            let options = subscription.options;
+            let parsed = match topic::parse_filter(&filter_text, levels_max) {
+                Ok(parsed) => parsed,
+                Err(_) => {
+                    plan.reasons.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if matches!(parsed, Filter::Shared { .. }) && options.no_local {
+                return Err(Violation {
+                    reason: ReasonCode::ProtocolError,
+                    what: "No Local on a shared subscription",
+                });
+            }
+            let Some(slot) = self.sessions.get_mut(&key) else {
+                return Ok(plan);
+            };
+            let entry = SubscriptionEntry {
+                options,
+                id: sub_id,
+            };
+            let previous = match slot.session.subscribe(filter_text.clone(), entry) {
+                Ok(previous) => previous,
+                Err(_) => {
+                    plan.reasons.push(ReasonCode::QuotaExceeded);
+                    continue;
+                }
+            };
+            let is_new = previous.is_none();
+            if is_new {
+                self.stats.subscriptions.inc();
+            }
+            match parsed {
+                Filter::Plain(plain) => {
+                    let outcome = self.local.insert(
+                        plain,
+                        key,
+                        LocalSub {
+                            options,
+                            id: sub_id,
+                        },
+                    );
+                    if outcome.first_subscriber {
+                        let filter = ByteString::from(plain);
+                        self.broadcast(|| ShardMsg::Interest {
+                            filter: filter.clone(),
+                            key: InterestKey::Shard(id),
+                            add: true,
+                        });
+                    }
+                    let send_retained = match options.retain_handling {
+                        RetainHandling::OnSubscribe => true,
+                        RetainHandling::OnNewSubscribe => is_new,
+                        RetainHandling::Never => false,
+                    };
+                    if send_retained {
+                        plan.retained
+                            .push((ByteString::from(plain), options, sub_id));
+                    }
+                }
+                Filter::Shared { .. } => {
+                    let member = InterestKey::Member(id, key);
+                    let _ = self.interest.insert(&filter_text, member, ());
+                    let filter = filter_text.clone();
+                    self.broadcast(|| ShardMsg::Interest {
+                        filter: filter.clone(),
+                        key: member,
+                        add: true,
+                    });
+                }
+            }
+            plan.reasons.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Writes the SUBACK, then the retained messages the subscriptions asked for:
+    /// this shard's partition plus `remote`, what the other shards answered.
+    pub(crate) fn finish_subscribe(
+        &mut self,
+        key: SessionKey,
+        plan: SubscribePlan,
+        remote: Vec<Arc<Message>>,
+    ) {
+        let now = now();
+        let Some(slot) = self.sessions.get(&key) else {
+            return;
+        };
+        let Some(conn) = slot.conn.clone() else {
+            return;
+        };
+        conn.write(
+            &Packet::SubAck(SubAck {
+                packet_id: plan.packet_id,
+                reasons: plan.reasons,
+                properties: AckProperties::default(),
+            }),
+            slot.session.version(),
+        );
+        if plan.retained.is_empty() {
+            return;
+        }
+        let filters: Vec<ByteString> = plan.retained.iter().map(|(f, _, _)| f.clone()).collect();
+        let mut candidates = self.retained_matching(&filters);
+        candidates.extend(remote);
+        for (filter, options, id) in &plan.retained {
+            for message in &candidates {
+                if message.is_expired(now) || !topic::matches(filter, &message.topic) {
+                    continue;
+                }
+                let mut grant = grant_for(message, options, *id);
+                grant.retain = true;
+                self.deliver_to(key, message, grant, now);
+            }
+        }
+    }
+
+    pub(crate) fn unsubscribe(&mut self, key: SessionKey, unsubscribe: Unsubscribe) {
+        let levels_max = self.limits.topic_levels_max;
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            if let Err(error) = topic::parse_filter(filter, levels_max) {
+                reasons.push(error.reason_code());
+                continue;
+            }
+            let removed = self
+                .sessions
+                .get_mut(&key)
+                .and_then(|slot| slot.session.unsubscribe(filter));
+            if removed.is_some() {
+                self.remove_subscription(key, filter);
+                reasons.push(ReasonCode::Success);
+            } else {
+                reasons.push(ReasonCode::NoSubscriptionExisted);
+            }
+        }
+        if let Some(slot) = self.sessions.get(&key) {
+            let version = slot.session.version();
+            if let Some(conn) = &slot.conn {
+                let reasons = match version {
+                    ProtocolVersion::V5 => reasons,
+                    ProtocolVersion::V311 => Vec::new(),
+                };
+                conn.write(
+                    &Packet::UnsubAck(UnsubAck {
+                        packet_id: unsubscribe.packet_id,
+                        reasons,
+                        properties: AckProperties::default(),
+                    }),
+                    version,
+                );
+            }
+        }
+    }
+
+    /// Takes one subscription of `key` out of the tries (the session already
+    /// forgot it), withdrawing interest the other shards hold for it.
+    fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
+        let id = self.id;
+        self.stats.subscriptions.sub(1);
+        match topic::parse_filter(filter, ringmq_core::limits::TOPIC_LEVELS_MAX) {
+            Ok(Filter::Plain(plain)) => {
+                let last = self
+                    .local
+                    .remove(plain, key)
+                    .is_some_and(|outcome| outcome.last_subscriber);
+                if last {
+                    let filter = ByteString::from(plain);
+                    self.broadcast(|| ShardMsg::Interest {
+                        filter: filter.clone(),
+                        key: InterestKey::Shard(id),
+                        add: false,
+                    });
+                }
+            }
+            Ok(Filter::Shared { .. }) => {
+                let member = InterestKey::Member(id, key);
+                self.remove_interest(filter, member);
+                let filter = ByteString::from(filter);
+                self.broadcast(|| ShardMsg::Interest {
+                    filter: filter.clone(),
+                    key: member,
+                    add: false,
+                });
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub(crate) fn apply_interest(&mut self, filter: &str, key: InterestKey, add: bool) {
+        if add {
+            let _ = self.interest.insert(filter, key, ());
+        } else {
+            self.remove_interest(filter, key);
+        }
+    }
+
+    fn remove_interest(&mut self, filter: &str, key: InterestKey) {
+        let last = self
+            .interest
+            .remove(filter, key)
+            .is_some_and(|outcome| outcome.last_subscriber);
+        if last {
+            self.cursors.remove(filter);
+        }
+    }
+
+    /// Registers a subscribe waiting for `remaining` answers.
+    pub(crate) fn new_waiter(&mut self, remaining: usize) -> (u64, Rc<OneShot<Vec<Arc<Message>>>>) {
+        self.next_token += 1;
+        let done = OneShot::new();
+        self.waiters.insert(
+            self.next_token,
+            Waiter {
+                remaining,
+                retained: Vec::new(),
+                done: Rc::clone(&done),
+            },
+        );
+        (self.next_token, done)
+    }
+
+    pub(crate) fn answer(&mut self, token: u64, retained: Vec<Arc<Message>>) {
+        let finished = match self.waiters.get_mut(&token) {
+            Some(waiter) => {
+                waiter.retained.extend(retained);
+                waiter.remaining = waiter.remaining.saturating_sub(1);
+                waiter.remaining == 0
+            }
+            None => false,
+        };
+        if finished {
+            if let Some(waiter) = self.waiters.remove(&token) {
+                waiter.done.set(waiter.retained);
+            }
+        }
+    }
+
+    /// Client acknowledgements of outbound QoS 1/2 messages.
+    pub(crate) fn outbound_ack(&mut self, key: SessionKey, packet: &Packet) {
+        let now = now();
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(conn) = slot.conn.clone() else {
+            return;
+        };
+        let dropped = {
+            let mut out = conn.out.borrow_mut();
+            match packet {
+                Packet::PubAck(ack) => slot.session.handle_puback(ack.packet_id, now, &mut out),
+                Packet::PubRec(rec) => slot.session.handle_pubrec(rec, now, &mut out),
+                Packet::PubComp(comp) => slot.session.handle_pubcomp(comp.packet_id, now, &mut out),
+                Packet::PubRel(rel) => {
+                    slot.session.handle_pubrel(rel.packet_id, &mut out);
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            }
+        };
+        conn.wake.notify();
+        for reason in dropped {
+            self.stats.dropped(reason);
+        }
+    }
+}
+
+/// The QoS, RETAIN flag and identifiers one subscription gets a message with.
+fn grant_for(message: &Message, options: &SubscriptionOptions, id: Option<NonZeroU32>) -> Grant {
+    Grant {
+        qos: message.qos.min(options.qos),
+        retain: options.retain_as_published && message.retain,
+        subscription_ids: id.into_iter().collect(),
+    }
+}
