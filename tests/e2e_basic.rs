@@ -1,6 +1,10 @@
 //! Start-up, publish/subscribe at every QoS in both protocol versions,
 //! same-shard and cross-shard pairs, wildcards and unsubscribe.
 
+// A test states its expectations with unwrap/expect and indexing: a panic
+// here is a failed assertion, not a bug on a hot path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use common::raw::{self, Connect, Packet};
@@ -28,19 +32,34 @@ fn ready_line_names_real_ports_and_the_shard_count() {
     let broker = Broker::start_with(&["--shards", "3"]);
     assert_eq!(broker.shards, 3);
     assert_ne!(broker.port(), 0);
-    assert_eq!(broker.stdout_lines().len(), 1, "stdout holds only the ready line: {:?}", broker.stdout_lines());
+    assert_eq!(
+        broker.stdout_lines().len(),
+        1,
+        "stdout holds only the ready line: {:?}",
+        broker.stdout_lines()
+    );
 }
 
 #[test]
 fn flags_can_come_from_environment_variables() {
-    let broker = Broker::start_with_env(&[], &[("RINGMQ_SHARDS", "3"), ("RINGMQ_LISTEN", "127.0.0.1:0")]);
+    let broker = Broker::start_with_env(
+        &[],
+        &[("RINGMQ_SHARDS", "3"), ("RINGMQ_LISTEN", "127.0.0.1:0")],
+    );
     assert_eq!(broker.shards, 3);
     assert_eq!(broker.listeners.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_listen_flags_open_one_listener_each_and_they_share_one_broker() {
-    let broker = Broker::start_with(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--shards", "2"]);
+    let broker = Broker::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+    ]);
     assert_eq!(broker.listeners.len(), 2, "two listeners in the ready line");
     assert_ne!(broker.listeners[0], broker.listeners[1]);
 
@@ -59,7 +78,9 @@ async fn repeated_listen_flags_open_one_listener_each_and_they_share_one_broker(
         broker.listeners[1].port(),
     ))
     .await;
-    publisher.publish("listeners/t", Qos::AtLeastOnce, false, "across listeners").await;
+    publisher
+        .publish("listeners/t", Qos::AtLeastOnce, false, "across listeners")
+        .await;
     assert_eq!(sub.recv().await.payload.as_ref(), b"across listeners");
 }
 
@@ -77,11 +98,17 @@ async fn v311_every_qos(sub_shard: u32, pub_shard: u32) {
         for pub_qos in 0..=2u8 {
             let topic = format!("v311/sub{sub_qos}/pub{pub_qos}");
             let payload = format!("{sub_qos}-{pub_qos}");
-            publisher.publish(&topic, qos311(pub_qos), false, payload.clone()).await;
+            publisher
+                .publish(&topic, qos311(pub_qos), false, payload.clone())
+                .await;
             let p = sub.recv().await;
             assert_eq!(p.topic, topic);
             assert_eq!(p.payload.as_ref(), payload.as_bytes());
-            assert_eq!(p.qos, qos311(sub_qos.min(pub_qos)), "delivered QoS is min(publish, subscription) for {topic}");
+            assert_eq!(
+                p.qos,
+                qos311(sub_qos.min(pub_qos)),
+                "delivered QoS is min(publish, subscription) for {topic}"
+            );
             assert!(!p.retain, "a live message is delivered with RETAIN 0");
         }
     }
@@ -103,17 +130,24 @@ async fn v5_every_qos(sub_shard: u32, pub_shard: u32) {
     let mut sub = broker.v5(&broker.id_on("v5-sub", sub_shard)).await;
     let mut publisher = broker.v5(&broker.id_on("v5-pub", pub_shard)).await;
     for sub_qos in 0..=2u8 {
-        sub.subscribe(&format!("v5/sub{sub_qos}/+"), qos5(sub_qos)).await;
+        sub.subscribe(&format!("v5/sub{sub_qos}/+"), qos5(sub_qos))
+            .await;
     }
     for sub_qos in 0..=2u8 {
         for pub_qos in 0..=2u8 {
             let topic = format!("v5/sub{sub_qos}/pub{pub_qos}");
             let payload = format!("{sub_qos}-{pub_qos}");
-            publisher.publish(&topic, qos5(pub_qos), false, payload.clone()).await;
+            publisher
+                .publish(&topic, qos5(pub_qos), false, payload.clone())
+                .await;
             let p = sub.recv().await;
             assert_eq!(common::topic_of(&p), topic);
             assert_eq!(p.payload.as_ref(), payload.as_bytes());
-            assert_eq!(p.qos, qos5(sub_qos.min(pub_qos)), "delivered QoS for {topic}");
+            assert_eq!(
+                p.qos,
+                qos5(sub_qos.min(pub_qos)),
+                "delivered QoS for {topic}"
+            );
             assert!(!p.retain);
         }
     }
@@ -138,11 +172,16 @@ async fn v311_and_v5_clients_talk_to_each_other_across_shards() {
     old.subscribe_ok("mixed/to-v311", Qos311::AtLeastOnce).await;
     new.subscribe("mixed/to-v5", Qos::AtLeastOnce).await;
 
-    new.publish("mixed/to-v311", Qos::AtLeastOnce, false, "from v5").await;
+    new.publish("mixed/to-v311", Qos::AtLeastOnce, false, "from v5")
+        .await;
     let p = old.recv().await;
-    assert_eq!((p.topic.as_str(), p.payload.as_ref()), ("mixed/to-v311", &b"from v5"[..]));
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_ref()),
+        ("mixed/to-v311", &b"from v5"[..])
+    );
 
-    old.publish("mixed/to-v5", Qos311::AtLeastOnce, false, "from v3.1.1").await;
+    old.publish("mixed/to-v5", Qos311::AtLeastOnce, false, "from v3.1.1")
+        .await;
     let p = new.recv().await;
     assert_eq!(common::topic_of(&p), "mixed/to-v5");
     assert_eq!(p.payload.as_ref(), b"from v3.1.1");
@@ -154,15 +193,24 @@ async fn fan_out_reaches_every_subscriber_on_every_shard() {
     let mut subs = Vec::new();
     for shard in 0..3 {
         for n in 0..2 {
-            let mut s = broker.v5(&broker.id_on(&format!("fan-sub{n}"), shard)).await;
+            let mut s = broker
+                .v5(&broker.id_on(&format!("fan-sub{n}"), shard))
+                .await;
             s.subscribe("fan/out", Qos::AtLeastOnce).await;
             subs.push(s);
         }
     }
     let mut publisher = broker.v5(&broker.id_on("fan-pub", 2)).await;
-    publisher.publish("fan/out", Qos::AtLeastOnce, false, "to all").await;
+    publisher
+        .publish("fan/out", Qos::AtLeastOnce, false, "to all")
+        .await;
     for s in &mut subs {
-        assert_eq!(s.recv().await.payload.as_ref(), b"to all", "{}", s.client_id);
+        assert_eq!(
+            s.recv().await.payload.as_ref(),
+            b"to all",
+            "{}",
+            s.client_id
+        );
     }
     for s in &mut subs {
         s.expect_no_publish(QUIET).await;
@@ -185,7 +233,11 @@ async fn order_is_kept_per_publisher_and_topic_across_shards() {
     }
     for i in 0..MESSAGES {
         let p = sub.recv().await;
-        assert_eq!(p.payload.as_ref(), i.to_string().as_bytes(), "message {i} in order");
+        assert_eq!(
+            p.payload.as_ref(),
+            i.to_string().as_bytes(),
+            "message {i} in order"
+        );
     }
     sub.expect_no_publish(QUIET).await;
 }
@@ -196,18 +248,36 @@ async fn order_is_kept_per_publisher_and_topic_across_shards() {
 async fn wildcard_filters_match_as_the_spec_says() {
     let broker = Broker::start();
     let filters = ["wc/+/c", "wc/#", "wc/+", "+/b/c", "wc/b/c", "#"];
-    let topics = ["wc/b/c", "wc/b/d", "wc", "wc/x", "other/b/c", "wc/b/c/d", "wc//c"];
+    let topics = [
+        "wc/b/c",
+        "wc/b/d",
+        "wc",
+        "wc/x",
+        "other/b/c",
+        "wc/b/c/d",
+        "wc//c",
+    ];
     let expected: [&[&str]; 6] = [
         &["wc/b/c", "wc//c"],
         &["wc/b/c", "wc/b/d", "wc", "wc/x", "wc/b/c/d", "wc//c"],
         &["wc/x"],
         &["wc/b/c", "other/b/c"],
         &["wc/b/c"],
-        &["wc/b/c", "wc/b/d", "wc", "wc/x", "other/b/c", "wc/b/c/d", "wc//c"],
+        &[
+            "wc/b/c",
+            "wc/b/d",
+            "wc",
+            "wc/x",
+            "other/b/c",
+            "wc/b/c/d",
+            "wc//c",
+        ],
     ];
     let mut subs = Vec::new();
     for (i, f) in filters.iter().enumerate() {
-        let mut s = broker.v4(&broker.id_on(&format!("wc-sub{i}"), (i % 2) as u32)).await;
+        let mut s = broker
+            .v4(&broker.id_on(&format!("wc-sub{i}"), (i % 2) as u32))
+            .await;
         s.subscribe_ok(f, Qos311::AtLeastOnce).await;
         subs.push(s);
     }
@@ -235,7 +305,9 @@ async fn unsubscribe_stops_delivery_on_both_versions() {
     let mut publisher = broker.v5(&broker.id_on("unsub-pub", 1)).await;
     v4.subscribe_ok("unsub/+", Qos311::AtLeastOnce).await;
     v5.subscribe("unsub/+", Qos::AtLeastOnce).await;
-    publisher.publish("unsub/a", Qos::AtLeastOnce, false, "before").await;
+    publisher
+        .publish("unsub/a", Qos::AtLeastOnce, false, "before")
+        .await;
     assert_eq!(v4.recv().await.payload.as_ref(), b"before");
     assert_eq!(v5.recv().await.payload.as_ref(), b"before");
 
@@ -243,12 +315,18 @@ async fn unsubscribe_stops_delivery_on_both_versions() {
     let reasons = v5.unsubscribe("unsub/+").await;
     assert_eq!(reasons, vec![mq5::UnsubAckReason::Success]);
 
-    publisher.publish("unsub/a", Qos::AtLeastOnce, false, "after").await;
+    publisher
+        .publish("unsub/a", Qos::AtLeastOnce, false, "after")
+        .await;
     v4.expect_no_publish(QUIET).await;
     v5.expect_no_publish(QUIET).await;
 
     let reasons = v5.unsubscribe("never/subscribed").await;
-    assert_eq!(reasons, vec![mq5::UnsubAckReason::NoSubscriptionExisted], "v5 UNSUBACK 0x11");
+    assert_eq!(
+        reasons,
+        vec![mq5::UnsubAckReason::NoSubscriptionExisted],
+        "v5 UNSUBACK 0x11"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,9 +366,15 @@ async fn resubscribing_replaces_the_subscription_and_its_qos() {
     let mut publisher = broker.v4(&broker.id_on("resub-pub", 0)).await;
     sub.subscribe_ok("resub/t", Qos311::AtMostOnce).await;
     sub.subscribe_ok("resub/t", Qos311::ExactlyOnce).await;
-    publisher.publish("resub/t", Qos311::ExactlyOnce, false, "once").await;
+    publisher
+        .publish("resub/t", Qos311::ExactlyOnce, false, "once")
+        .await;
     let p = sub.recv().await;
-    assert_eq!(p.qos, Qos311::ExactlyOnce, "the second SUBSCRIBE replaced the first");
+    assert_eq!(
+        p.qos,
+        Qos311::ExactlyOnce,
+        "the second SUBSCRIBE replaced the first"
+    );
     sub.expect_no_publish(QUIET).await;
 }
 
@@ -308,12 +392,27 @@ async fn pingreq_gets_pingresp() {
 async fn v311_connack_and_suback_bytes_are_exact() {
     let broker = Broker::start();
     let mut c = broker.raw(raw::V311).await;
-    c.send(&Connect::v311(&broker.id_on("bytes-v311", 0)).encode()).await.expect("send CONNECT");
-    let (first, body) = c.recv_frame(common::WAIT).await.expect("CONNACK");
-    assert_eq!((first, body), (0x20, vec![0x00, 0x00]), "CONNACK: no session, accepted");
-    c.send(&raw::subscribe(raw::V311, 0x1234, &[("bytes/t", 1)], &raw::Props::new()))
+    c.send(&Connect::v311(&broker.id_on("bytes-v311", 0)).encode())
         .await
-        .expect("send SUBSCRIBE");
+        .expect("send CONNECT");
+    let (first, body) = c.recv_frame(common::WAIT).await.expect("CONNACK");
+    assert_eq!(
+        (first, body),
+        (0x20, vec![0x00, 0x00]),
+        "CONNACK: no session, accepted"
+    );
+    c.send(&raw::subscribe(
+        raw::V311,
+        0x1234,
+        &[("bytes/t", 1)],
+        &raw::Props::new(),
+    ))
+    .await
+    .expect("send SUBSCRIBE");
     let (first, body) = c.recv_frame(common::WAIT).await.expect("SUBACK");
-    assert_eq!((first, body), (0x90, vec![0x12, 0x34, 0x01]), "SUBACK grants QoS 1");
+    assert_eq!(
+        (first, body),
+        (0x90, vec![0x12, 0x34, 0x01]),
+        "SUBACK grants QoS 1"
+    );
 }

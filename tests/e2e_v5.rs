@@ -3,12 +3,16 @@
 //! shared subscriptions across shards, property passthrough, AUTH with an
 //! unsupported method and assigned client ids.
 
+// A test states its expectations with unwrap/expect and indexing: a panic
+// here is a failed assertion, not a bug on a hot path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, Recv, RawClient, Value};
+use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv, Value};
 use common::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
@@ -20,13 +24,21 @@ async fn receive_maximum_of_the_client_bounds_qos1_in_flight() {
     const RECEIVE_MAX: usize = 3;
     const MESSAGES: usize = 20;
     let broker = Broker::start();
-    let connect = Connect::v5(&broker.id_on("rm-sub", 0)).prop(prop::RECEIVE_MAXIMUM, Value::U16(RECEIVE_MAX as u16));
+    let connect = Connect::v5(&broker.id_on("rm-sub", 0))
+        .prop(prop::RECEIVE_MAXIMUM, Value::U16(RECEIVE_MAX as u16));
     let mut sub = broker.raw_connected(&connect).await;
-    assert_eq!(sub.subscribe(1, &[("rm/t", 1)], &Props::new()).await, vec![1]);
+    assert_eq!(
+        sub.subscribe(1, &[("rm/t", 1)], &Props::new()).await,
+        vec![1]
+    );
 
     let publisher = broker.v5(&broker.id_on("rm-pub", 1)).await;
     for i in 0..MESSAGES {
-        publisher.client.publish("rm/t", Qos::AtLeastOnce, false, i.to_string()).await.expect("queue");
+        publisher
+            .client
+            .publish("rm/t", Qos::AtLeastOnce, false, i.to_string())
+            .await
+            .expect("queue");
     }
 
     let mut unacked: VecDeque<u16> = VecDeque::new();
@@ -34,7 +46,11 @@ async fn receive_maximum_of_the_client_bounds_qos1_in_flight() {
     let mut most_in_flight = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while payloads.len() < MESSAGES {
-        assert!(Instant::now() < deadline, "only {} of {MESSAGES} delivered", payloads.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {MESSAGES} delivered",
+            payloads.len()
+        );
         match sub.recv(Duration::from_millis(300)).await {
             Recv::Packet(Packet::Publish(p)) => {
                 unacked.push_back(p.pkid);
@@ -50,35 +66,58 @@ async fn receive_maximum_of_the_client_bounds_qos1_in_flight() {
             Recv::Packet(other) => panic!("unexpected {other:?}"),
             Recv::Closed => panic!("broker closed the subscriber"),
             Recv::TimedOut => {
-                assert!(!unacked.is_empty(), "broker stalled with nothing in flight after {} messages", payloads.len());
+                assert!(
+                    !unacked.is_empty(),
+                    "broker stalled with nothing in flight after {} messages",
+                    payloads.len()
+                );
                 while let Some(pkid) = unacked.pop_front() {
-                    sub.send(&raw::ack(kind::PUBACK, pkid)).await.expect("send PUBACK");
+                    sub.send(&raw::ack(kind::PUBACK, pkid))
+                        .await
+                        .expect("send PUBACK");
                 }
             }
         }
     }
     let want: Vec<String> = (0..MESSAGES).map(|i| i.to_string()).collect();
     assert_eq!(payloads, want, "every message, in order");
-    assert_eq!(most_in_flight, RECEIVE_MAX, "the broker fills the window it was given");
+    assert_eq!(
+        most_in_flight, RECEIVE_MAX,
+        "the broker fills the window it was given"
+    );
 }
 
 /// A QoS 2 message counts against the receive maximum until its PUBCOMP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_maximum_counts_qos2_until_pubcomp() {
     let broker = Broker::start();
-    let connect = Connect::v5(&broker.id_on("rm2-sub", 1)).prop(prop::RECEIVE_MAXIMUM, Value::U16(1));
+    let connect =
+        Connect::v5(&broker.id_on("rm2-sub", 1)).prop(prop::RECEIVE_MAXIMUM, Value::U16(1));
     let mut sub = broker.raw_connected(&connect).await;
-    assert_eq!(sub.subscribe(1, &[("rm2/t", 2)], &Props::new()).await, vec![2]);
+    assert_eq!(
+        sub.subscribe(1, &[("rm2/t", 2)], &Props::new()).await,
+        vec![2]
+    );
     let mut publisher = broker.v5(&broker.id_on("rm2-pub", 0)).await;
-    publisher.publish("rm2/t", Qos::ExactlyOnce, false, "a").await;
-    publisher.publish("rm2/t", Qos::ExactlyOnce, false, "b").await;
+    publisher
+        .publish("rm2/t", Qos::ExactlyOnce, false, "a")
+        .await;
+    publisher
+        .publish("rm2/t", Qos::ExactlyOnce, false, "b")
+        .await;
 
     let a = sub.expect_publish().await;
     assert_eq!(a.payload, b"a");
-    sub.send(&raw::ack(kind::PUBREC, a.pkid)).await.expect("send PUBREC");
-    assert!(matches!(sub.expect_non_ping("PUBREL").await, Packet::PubRel { pkid, .. } if pkid == a.pkid));
+    sub.send(&raw::ack(kind::PUBREC, a.pkid))
+        .await
+        .expect("send PUBREC");
+    assert!(
+        matches!(sub.expect_non_ping("PUBREL").await, Packet::PubRel { pkid, .. } if pkid == a.pkid)
+    );
     sub.expect_silence(QUIET).await;
-    sub.send(&raw::ack(kind::PUBCOMP, a.pkid)).await.expect("send PUBCOMP");
+    sub.send(&raw::ack(kind::PUBCOMP, a.pkid))
+        .await
+        .expect("send PUBCOMP");
     let b = sub.expect_publish().await;
     assert_eq!(b.payload, b"b");
 }
@@ -88,15 +127,22 @@ async fn receive_maximum_counts_qos2_until_pubcomp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_receive_maximum_is_advertised_and_enforced() {
     let broker = Broker::start_with(&["--max-inflight", "5"]);
-    let (mut c, connack) = RawClient::connect(broker.port(), &Connect::v5(&broker.id_on("srm", 0))).await;
+    let (mut c, connack) =
+        RawClient::connect(broker.port(), &Connect::v5(&broker.id_on("srm", 0))).await;
     match &connack {
         Packet::ConnAck { code: 0, props, .. } => {
-            assert_eq!(props.int(prop::RECEIVE_MAXIMUM), Some(5), "CONNACK receive maximum");
+            assert_eq!(
+                props.int(prop::RECEIVE_MAXIMUM),
+                Some(5),
+                "CONNACK receive maximum"
+            );
         }
         other => panic!("{other:?}"),
     }
     for pkid in 1..=6u16 {
-        c.send(&Publish::new("srm/t", 2, b"x").pkid(pkid).encode(raw::V5)).await.ok();
+        c.send(&Publish::new("srm/t", 2, b"x").pkid(pkid).encode(raw::V5))
+            .await
+            .ok();
     }
     let seen = c.expect_closed("the sixth unreleased QoS 2 publish").await;
     let recs: BTreeSet<u16> = seen
@@ -106,7 +152,11 @@ async fn server_receive_maximum_is_advertised_and_enforced() {
             _ => None,
         })
         .collect();
-    assert_eq!(recs, (1..=5).collect(), "the first five are accepted: {seen:?}");
+    assert_eq!(
+        recs,
+        (1..=5).collect(),
+        "the first five are accepted: {seen:?}"
+    );
     assert!(
         matches!(seen.last(), Some(Packet::Disconnect { code: 0x93, .. })),
         "DISCONNECT 0x93 (receive maximum exceeded) before close, got {seen:?}"
@@ -125,12 +175,24 @@ async fn messages_larger_than_the_client_maximum_packet_size_are_not_sent_to_it(
     big_sub.subscribe("mps/t", Qos::AtLeastOnce).await;
 
     let mut publisher = broker.v5(&broker.id_on("mps-pub", 1)).await;
-    publisher.publish("mps/t", Qos::AtLeastOnce, false, vec![b'x'; 2000]).await;
-    publisher.publish("mps/t", Qos::AtLeastOnce, false, "small").await;
+    publisher
+        .publish("mps/t", Qos::AtLeastOnce, false, vec![b'x'; 2000])
+        .await;
+    publisher
+        .publish("mps/t", Qos::AtLeastOnce, false, "small")
+        .await;
 
-    assert_eq!(big_sub.recv().await.payload.len(), 2000, "a client without the limit gets it");
+    assert_eq!(
+        big_sub.recv().await.payload.len(),
+        2000,
+        "a client without the limit gets it"
+    );
     let p = small_sub.recv().await;
-    assert_eq!(p.payload.as_ref(), b"small", "the oversized message is skipped, the next one arrives");
+    assert_eq!(
+        p.payload.as_ref(),
+        b"small",
+        "the oversized message is skipped, the next one arrives"
+    );
     small_sub.expect_no_publish(QUIET).await;
 }
 
@@ -140,32 +202,54 @@ async fn topic_aliases_from_a_client_are_resolved() {
     let mut sub = broker.v5(&broker.id_on("alias-sub", 0)).await;
     sub.subscribe("alias/#", Qos::AtLeastOnce).await;
 
-    let (mut c, connack) = RawClient::connect(broker.port(), &Connect::v5(&broker.id_on("alias-pub", 1))).await;
+    let (mut c, connack) =
+        RawClient::connect(broker.port(), &Connect::v5(&broker.id_on("alias-pub", 1))).await;
     let alias_max = match &connack {
         Packet::ConnAck { code: 0, props, .. } => props.int(prop::TOPIC_ALIAS_MAXIMUM).unwrap_or(0),
         other => panic!("{other:?}"),
     };
-    assert!(alias_max >= 1, "CONNACK offers topic aliases (Topic Alias Maximum {alias_max})");
+    assert!(
+        alias_max >= 1,
+        "CONNACK offers topic aliases (Topic Alias Maximum {alias_max})"
+    );
 
-    let sends = [("alias/t", "one"), ("", "two"), ("alias/u", "three"), ("", "four")];
+    let sends = [
+        ("alias/t", "one"),
+        ("", "two"),
+        ("alias/u", "three"),
+        ("", "four"),
+    ];
     for (i, (topic, payload)) in sends.iter().enumerate() {
         let p = Publish::new(topic, 1, payload.as_bytes())
             .pkid(i as u16 + 1)
             .prop(prop::TOPIC_ALIAS, Value::U16(1));
         assert_eq!(c.publish(&p).await, 0, "PUBACK for {payload}");
     }
-    let want = [("alias/t", "one"), ("alias/t", "two"), ("alias/u", "three"), ("alias/u", "four")];
+    let want = [
+        ("alias/t", "one"),
+        ("alias/t", "two"),
+        ("alias/u", "three"),
+        ("alias/u", "four"),
+    ];
     for (topic, payload) in want {
         let p = sub.recv().await;
-        assert_eq!((topic_of(&p).as_str(), p.payload.as_ref()), (topic, payload.as_bytes()));
+        assert_eq!(
+            (topic_of(&p).as_str(), p.payload.as_ref()),
+            (topic, payload.as_bytes())
+        );
         let alias = p.properties.as_ref().and_then(|pr| pr.topic_alias);
-        assert_eq!(alias, None, "no alias towards a client that did not allow them");
+        assert_eq!(
+            alias, None,
+            "no alias towards a client that did not allow them"
+        );
     }
 }
 
 /// Opens a v5 connection, sends one PUBLISH and returns what the broker sent before closing.
 async fn publish_and_expect_close(broker: &Broker, name: &str, publish: Publish) -> Vec<Packet> {
-    let mut c = broker.raw_connected(&Connect::v5(&broker.id_on(name, 0))).await;
+    let mut c = broker
+        .raw_connected(&Connect::v5(&broker.id_on(name, 0)))
+        .await;
     c.send(&publish.encode(raw::V5)).await.ok();
     c.expect_closed(name).await
 }
@@ -179,7 +263,10 @@ async fn invalid_topic_aliases_end_the_connection_with_the_right_reason() {
         Publish::new("alias/z", 1, b"x").prop(prop::TOPIC_ALIAS, Value::U16(0)),
     )
     .await;
-    assert!(matches!(seen.last(), Some(Packet::Disconnect { code: 0x94, .. })), "alias 0: 0x94, got {seen:?}");
+    assert!(
+        matches!(seen.last(), Some(Packet::Disconnect { code: 0x94, .. })),
+        "alias 0: 0x94, got {seen:?}"
+    );
 
     let seen = publish_and_expect_close(
         &broker,
@@ -192,9 +279,12 @@ async fn invalid_topic_aliases_end_the_connection_with_the_right_reason() {
         "alias above the maximum: 0x94, got {seen:?}"
     );
 
-    let seen =
-        publish_and_expect_close(&broker, "alias-unset", Publish::new("", 1, b"x").prop(prop::TOPIC_ALIAS, Value::U16(1)))
-            .await;
+    let seen = publish_and_expect_close(
+        &broker,
+        "alias-unset",
+        Publish::new("", 1, b"x").prop(prop::TOPIC_ALIAS, Value::U16(1)),
+    )
+    .await;
     assert!(
         matches!(seen.last(), Some(Packet::Disconnect { code: 0x82, .. })),
         "empty topic with an alias never set: 0x82, got {seen:?}"
@@ -217,26 +307,67 @@ async fn expired_messages_are_not_delivered_to_a_late_persistent_subscriber() {
     sub.disconnect().await;
 
     let mut publisher = broker.v5(&broker.id_on("mexp-pub", 0)).await;
-    let expiring = |s: u32| mq5::PublishProperties { message_expiry_interval: Some(s), ..Default::default() };
-    publisher.publish_with("mexp/t", Qos::AtLeastOnce, false, "short", Some(expiring(1))).await;
-    publisher.publish_with("mexp/t", Qos::AtLeastOnce, false, "long", Some(expiring(300))).await;
-    publisher.publish("mexp/t", Qos::AtLeastOnce, false, "forever").await;
-    publisher.publish_with("mexp/retained", Qos::AtLeastOnce, true, "short retained", Some(expiring(1))).await;
+    let expiring = |s: u32| mq5::PublishProperties {
+        message_expiry_interval: Some(s),
+        ..Default::default()
+    };
+    publisher
+        .publish_with(
+            "mexp/t",
+            Qos::AtLeastOnce,
+            false,
+            "short",
+            Some(expiring(1)),
+        )
+        .await;
+    publisher
+        .publish_with(
+            "mexp/t",
+            Qos::AtLeastOnce,
+            false,
+            "long",
+            Some(expiring(300)),
+        )
+        .await;
+    publisher
+        .publish("mexp/t", Qos::AtLeastOnce, false, "forever")
+        .await;
+    publisher
+        .publish_with(
+            "mexp/retained",
+            Qos::AtLeastOnce,
+            true,
+            "short retained",
+            Some(expiring(1)),
+        )
+        .await;
     // Let the 1 s expiry pass.
     tokio::time::sleep(Duration::from_millis(2200)).await;
 
     let mut sub = V5::connect(persistent_v5(&broker, &id, 300)).await;
     assert!(sub.connack.session_present);
     let p = sub.recv().await;
-    assert_eq!(p.payload.as_ref(), b"long", "the expired message was dropped");
-    let left = p.properties.as_ref().and_then(|pr| pr.message_expiry_interval);
+    assert_eq!(
+        p.payload.as_ref(),
+        b"long",
+        "the expired message was dropped"
+    );
+    let left = p
+        .properties
+        .as_ref()
+        .and_then(|pr| pr.message_expiry_interval);
     assert!(
         matches!(left, Some(s) if (290..=298).contains(&s)),
         "expiry is forwarded minus the time spent waiting (about 2 s), got {left:?}"
     );
     let p = sub.recv().await;
     assert_eq!(p.payload.as_ref(), b"forever");
-    assert_eq!(p.properties.as_ref().and_then(|pr| pr.message_expiry_interval), None);
+    assert_eq!(
+        p.properties
+            .as_ref()
+            .and_then(|pr| pr.message_expiry_interval),
+        None
+    );
     sub.expect_no_publish(QUIET).await;
 
     let mut late = broker.v5(&broker.id_on("mexp-late", 0)).await;
@@ -245,9 +376,20 @@ async fn expired_messages_are_not_delivered_to_a_late_persistent_subscriber() {
 }
 
 async fn subscribe_with_id(c: &mut V5, filter: &str, id: usize) {
-    let props = mq5::SubscribeProperties { id: Some(id), user_properties: Vec::new() };
-    let ack = c.subscribe_filters(vec![mq5::Filter::new(filter, Qos::AtLeastOnce)], Some(props)).await;
-    assert_eq!(ack.return_codes, vec![mq5::SubscribeReasonCode::Success(Qos::AtLeastOnce)]);
+    let props = mq5::SubscribeProperties {
+        id: Some(id),
+        user_properties: Vec::new(),
+    };
+    let ack = c
+        .subscribe_filters(
+            vec![mq5::Filter::new(filter, Qos::AtLeastOnce)],
+            Some(props),
+        )
+        .await;
+    assert_eq!(
+        ack.return_codes,
+        vec![mq5::SubscribeReasonCode::Success(Qos::AtLeastOnce)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,32 +402,63 @@ async fn subscription_identifiers_come_back_with_matching_messages() {
     let mut publisher = broker.v5(&broker.id_on("sid-pub", 1)).await;
 
     // Two matching subscriptions: one PUBLISH with both ids, or one per subscription.
-    publisher.publish("sid/a", Qos::AtLeastOnce, false, "a").await;
+    publisher
+        .publish("sid/a", Qos::AtLeastOnce, false, "a")
+        .await;
     let mut ids = BTreeSet::new();
     let first = sub.recv().await;
-    ids.extend(first.properties.map(|p| p.subscription_identifiers).unwrap_or_default());
+    ids.extend(
+        first
+            .properties
+            .map(|p| p.subscription_identifiers)
+            .unwrap_or_default(),
+    );
     if ids.len() < 2 {
         let second = sub.recv().await;
         assert_eq!(second.payload.as_ref(), b"a");
-        ids.extend(second.properties.map(|p| p.subscription_identifiers).unwrap_or_default());
+        ids.extend(
+            second
+                .properties
+                .map(|p| p.subscription_identifiers)
+                .unwrap_or_default(),
+        );
     }
     assert_eq!(ids, BTreeSet::from([7, 42]));
     sub.expect_no_publish(QUIET).await;
 
-    publisher.publish("sid/b", Qos::AtLeastOnce, false, "b").await;
+    publisher
+        .publish("sid/b", Qos::AtLeastOnce, false, "b")
+        .await;
     let p = sub.recv().await;
-    assert_eq!(p.properties.map(|p| p.subscription_identifiers).unwrap_or_default(), vec![42]);
+    assert_eq!(
+        p.properties
+            .map(|p| p.subscription_identifiers)
+            .unwrap_or_default(),
+        vec![42]
+    );
 
-    publisher.publish("sid/plain", Qos::AtLeastOnce, false, "plain").await;
+    publisher
+        .publish("sid/plain", Qos::AtLeastOnce, false, "plain")
+        .await;
     let mut got = Vec::new();
     while let Some(p) = sub.try_recv(QUIET).await {
         got.push(p);
     }
-    let plain: Vec<_> = got.iter().filter(|p| p.payload.as_ref() == b"plain").collect();
+    let plain: Vec<_> = got
+        .iter()
+        .filter(|p| p.payload.as_ref() == b"plain")
+        .collect();
     assert!(!plain.is_empty(), "plain message delivered");
     for p in plain {
-        let ids = p.properties.clone().map(|p| p.subscription_identifiers).unwrap_or_default();
-        assert!(ids.is_empty() || ids == vec![42], "sid/plain carries no id of its own, got {ids:?}");
+        let ids = p
+            .properties
+            .clone()
+            .map(|p| p.subscription_identifiers)
+            .unwrap_or_default();
+        assert!(
+            ids.is_empty() || ids == vec![42],
+            "sid/plain carries no id of its own, got {ids:?}"
+        );
     }
 }
 
@@ -305,9 +478,15 @@ async fn no_local_keeps_a_client_own_messages_from_it() {
     me.expect_no_publish(QUIET).await;
 
     me.publish("nl/echo", Qos::AtLeastOnce, false, "echo").await;
-    assert_eq!(me.recv().await.payload.as_ref(), b"echo", "without no local a client gets its own messages");
+    assert_eq!(
+        me.recv().await.payload.as_ref(),
+        b"echo",
+        "without no local a client gets its own messages"
+    );
 
-    other.publish("nl/t", Qos::AtLeastOnce, false, "theirs").await;
+    other
+        .publish("nl/t", Qos::AtLeastOnce, false, "theirs")
+        .await;
     assert_eq!(me.recv().await.payload.as_ref(), b"theirs");
 }
 
@@ -317,7 +496,11 @@ async fn collect_from(members: &mut [V5], total: usize) -> Vec<Vec<String>> {
     let mut got: Vec<Vec<String>> = vec![Vec::new(); members.len()];
     let deadline = Instant::now() + WAIT;
     while got.iter().map(Vec::len).sum::<usize>() < total {
-        assert!(Instant::now() < deadline, "only {:?} of {total} arrived", got.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "only {:?} of {total} arrived",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         for (i, m) in members.iter_mut().enumerate() {
             if let Some(p) = m.try_recv(Duration::from_millis(50)).await {
                 got[i].push(String::from_utf8_lossy(&p.payload).into_owned());
@@ -341,38 +524,62 @@ async fn shared_subscription_round_robins_across_shards() {
         members.push(m);
     }
     let mut other_group = broker.v5(&broker.id_on("share-g2", 1)).await;
-    other_group.subscribe("$share/g2/share/+", Qos::AtLeastOnce).await;
+    other_group
+        .subscribe("$share/g2/share/+", Qos::AtLeastOnce)
+        .await;
     let mut plain = broker.v5(&broker.id_on("share-plain", 0)).await;
     plain.subscribe("share/t", Qos::AtLeastOnce).await;
 
     let mut publisher = broker.v5(&broker.id_on("share-pub", 1)).await;
     for i in 0..MESSAGES {
-        publisher.publish("share/t", Qos::AtLeastOnce, false, i.to_string()).await;
+        publisher
+            .publish("share/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
 
     let got = collect_from(&mut members, MESSAGES).await;
-    let mut all: Vec<usize> = got.iter().flatten().map(|s| s.parse().expect("number")).collect();
+    let mut all: Vec<usize> = got
+        .iter()
+        .flatten()
+        .map(|s| s.parse().expect("number"))
+        .collect();
     all.sort_unstable();
-    assert_eq!(all, (0..MESSAGES).collect::<Vec<_>>(), "each message to exactly one member of the group");
+    assert_eq!(
+        all,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "each message to exactly one member of the group"
+    );
     let counts: Vec<usize> = got.iter().map(Vec::len).collect();
     assert!(
         counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1,
         "round robin across the two shards, got {counts:?}"
     );
 
-    for (who, c) in [("second group", &mut other_group), ("plain subscriber", &mut plain)] {
+    for (who, c) in [
+        ("second group", &mut other_group),
+        ("plain subscriber", &mut plain),
+    ] {
         for i in 0..MESSAGES {
-            assert_eq!(c.recv().await.payload.as_ref(), i.to_string().as_bytes(), "{who} gets every message");
+            assert_eq!(
+                c.recv().await.payload.as_ref(),
+                i.to_string().as_bytes(),
+                "{who} gets every message"
+            );
         }
     }
 
     // When one member leaves, the other gets everything.
     members[1].unsubscribe("$share/g1/share/t").await;
     for i in 0..4 {
-        publisher.publish("share/t", Qos::AtLeastOnce, false, format!("after {i}")).await;
+        publisher
+            .publish("share/t", Qos::AtLeastOnce, false, format!("after {i}"))
+            .await;
     }
     for i in 0..4 {
-        assert_eq!(members[0].recv().await.payload.as_ref(), format!("after {i}").as_bytes());
+        assert_eq!(
+            members[0].recv().await.payload.as_ref(),
+            format!("after {i}").as_bytes()
+        );
     }
     members[1].expect_no_publish(QUIET).await;
 }
@@ -392,7 +599,9 @@ async fn shared_subscription_member_that_drops_stops_receiving() {
 
     let mut publisher = broker.v5(&broker.id_on("share-drop-pub", 0)).await;
     for i in 0..6 {
-        publisher.publish("drop/t", Qos::AtLeastOnce, false, i.to_string()).await;
+        publisher
+            .publish("drop/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
     for i in 0..6 {
         assert_eq!(stay.recv().await.payload.as_ref(), i.to_string().as_bytes());
@@ -406,7 +615,8 @@ async fn publish_properties_pass_through_unchanged() {
     let mut sub = broker.v5(&broker.id_on("props-sub", 0)).await;
     sub.subscribe("props/t", Qos::AtLeastOnce).await;
     let mut v311 = broker.v4(&broker.id_on("props-v311", 0)).await;
-    v311.subscribe_ok("props/t", common::Qos311::AtLeastOnce).await;
+    v311.subscribe_ok("props/t", common::Qos311::AtLeastOnce)
+        .await;
 
     let mut publisher = broker.v5(&broker.id_on("props-pub", 1)).await;
     let sent = mq5::PublishProperties {
@@ -414,10 +624,16 @@ async fn publish_properties_pass_through_unchanged() {
         content_type: Some("application/json".into()),
         response_topic: Some("props/reply/42".into()),
         correlation_data: Some(bytes::Bytes::from_static(b"\x00\x01corr")),
-        user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into()), ("a".into(), "0".into())],
+        user_properties: vec![
+            ("b".into(), "2".into()),
+            ("a".into(), "1".into()),
+            ("a".into(), "0".into()),
+        ],
         ..Default::default()
     };
-    publisher.publish_with("props/t", Qos::AtLeastOnce, false, "{}", Some(sent.clone())).await;
+    publisher
+        .publish_with("props/t", Qos::AtLeastOnce, false, "{}", Some(sent.clone()))
+        .await;
 
     let p = sub.recv().await;
     let got = p.properties.expect("properties forwarded");
@@ -425,7 +641,10 @@ async fn publish_properties_pass_through_unchanged() {
     assert_eq!(got.content_type, sent.content_type);
     assert_eq!(got.response_topic, sent.response_topic);
     assert_eq!(got.correlation_data, sent.correlation_data);
-    assert_eq!(got.user_properties, sent.user_properties, "user properties in order, duplicates kept");
+    assert_eq!(
+        got.user_properties, sent.user_properties,
+        "user properties in order, duplicates kept"
+    );
     assert_eq!(got.message_expiry_interval, None);
 
     // A 3.1.1 subscriber gets the same payload (properties cannot be carried).
@@ -445,28 +664,51 @@ async fn request_response_round_trip_across_shards() {
         correlation_data: Some(bytes::Bytes::from_static(b"req-1")),
         ..Default::default()
     };
-    requester.publish_with("rr/requests", Qos::AtLeastOnce, false, "2+2", Some(request)).await;
+    requester
+        .publish_with("rr/requests", Qos::AtLeastOnce, false, "2+2", Some(request))
+        .await;
 
     let req = responder.recv().await;
     let props = req.properties.expect("request properties");
     let reply_to = props.response_topic.expect("response topic");
-    let reply = mq5::PublishProperties { correlation_data: props.correlation_data, ..Default::default() };
-    responder.publish_with(&reply_to, Qos::AtLeastOnce, false, "4", Some(reply)).await;
+    let reply = mq5::PublishProperties {
+        correlation_data: props.correlation_data,
+        ..Default::default()
+    };
+    responder
+        .publish_with(&reply_to, Qos::AtLeastOnce, false, "4", Some(reply))
+        .await;
 
     let p = requester.recv().await;
     assert_eq!(p.payload.as_ref(), b"4");
-    assert_eq!(p.properties.and_then(|p| p.correlation_data).as_deref(), Some(&b"req-1"[..]));
+    assert_eq!(
+        p.properties.and_then(|p| p.correlation_data).as_deref(),
+        Some(&b"req-1"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_with_an_unsupported_method_gets_connack_0x8c() {
     let broker = Broker::start();
     let connect = Connect::v5(&broker.id_on("auth-raw", 0))
-        .prop(prop::AUTHENTICATION_METHOD, Value::Str("SCRAM-SHA-256".into()))
-        .prop(prop::AUTHENTICATION_DATA, Value::Bin(b"client-first".to_vec()));
+        .prop(
+            prop::AUTHENTICATION_METHOD,
+            Value::Str("SCRAM-SHA-256".into()),
+        )
+        .prop(
+            prop::AUTHENTICATION_DATA,
+            Value::Bin(b"client-first".to_vec()),
+        );
     let (mut c, connack) = RawClient::connect(broker.port(), &connect).await;
     assert!(
-        matches!(connack, Packet::ConnAck { code: 0x8C, session_present: false, .. }),
+        matches!(
+            connack,
+            Packet::ConnAck {
+                code: 0x8C,
+                session_present: false,
+                ..
+            }
+        ),
         "CONNACK 0x8C (bad authentication method), got {connack:?}"
     );
     c.expect_closed("after CONNACK 0x8C").await;
@@ -492,7 +734,9 @@ async fn empty_client_id_gets_an_assigned_id_that_works() {
         let (c, connack) = RawClient::connect(broker.port(), &Connect::v5("")).await;
         match &connack {
             Packet::ConnAck { code: 0, props, .. } => {
-                let id = props.str(prop::ASSIGNED_CLIENT_IDENTIFIER).expect("Assigned Client Identifier");
+                let id = props
+                    .str(prop::ASSIGNED_CLIENT_IDENTIFIER)
+                    .expect("Assigned Client Identifier");
                 assert!(!id.is_empty());
                 assigned.push(id.to_string());
             }
@@ -503,29 +747,49 @@ async fn empty_client_id_gets_an_assigned_id_that_works() {
     assert_ne!(assigned[0], assigned[1], "each connection gets its own id");
 
     let c = &mut clients[0];
-    assert_eq!(c.subscribe(1, &[("assigned/t", 1)], &Props::new()).await, vec![1]);
+    assert_eq!(
+        c.subscribe(1, &[("assigned/t", 1)], &Props::new()).await,
+        vec![1]
+    );
     let mut publisher = broker.v5(&broker.id_on("assigned-pub", 1)).await;
-    publisher.publish("assigned/t", Qos::AtLeastOnce, false, "hi").await;
+    publisher
+        .publish("assigned/t", Qos::AtLeastOnce, false, "hi")
+        .await;
     assert_eq!(c.expect_publish().await.payload, b"hi");
 
     // 3.1.1: an empty id is accepted with a clean session, refused (0x02) without.
     let (_c, connack) = RawClient::connect(broker.port(), &Connect::v311("")).await;
-    assert!(matches!(connack, Packet::ConnAck { code: 0, .. }), "{connack:?}");
+    assert!(
+        matches!(connack, Packet::ConnAck { code: 0, .. }),
+        "{connack:?}"
+    );
     let (mut c, connack) = RawClient::connect(broker.port(), &Connect::v311("").clean(false)).await;
-    assert!(matches!(connack, Packet::ConnAck { code: 0x02, .. }), "identifier rejected: {connack:?}");
+    assert!(
+        matches!(connack, Packet::ConnAck { code: 0x02, .. }),
+        "identifier rejected: {connack:?}"
+    );
     c.expect_closed("after CONNACK 0x02").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_advertises_the_features_in_use() {
     let broker = Broker::start_with(&["--max-packet-size", "65536"]);
-    let (_c, connack) = RawClient::connect(broker.port(), &Connect::v5(&broker.id_on("features", 0))).await;
-    let Packet::ConnAck { code: 0, props, .. } = connack else { panic!("{connack:?}") };
+    let (_c, connack) =
+        RawClient::connect(broker.port(), &Connect::v5(&broker.id_on("features", 0))).await;
+    let Packet::ConnAck { code: 0, props, .. } = connack else {
+        panic!("{connack:?}")
+    };
     assert_eq!(props.int(prop::MAXIMUM_PACKET_SIZE), Some(65536));
     // Absent means "available"; if present these must say 1.
     for (name, id) in [
-        ("wildcard subscriptions", prop::WILDCARD_SUBSCRIPTION_AVAILABLE),
-        ("subscription identifiers", prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE),
+        (
+            "wildcard subscriptions",
+            prop::WILDCARD_SUBSCRIPTION_AVAILABLE,
+        ),
+        (
+            "subscription identifiers",
+            prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        ),
         ("shared subscriptions", prop::SHARED_SUBSCRIPTION_AVAILABLE),
         ("retain", prop::RETAIN_AVAILABLE),
     ] {

@@ -97,7 +97,8 @@ impl Broker {
                 cmd.env_remove(key);
             }
         }
-        let given = |flag: &str, var: &str| args.contains(&flag) || envs.iter().any(|(k, _)| *k == var);
+        let given =
+            |flag: &str, var: &str| args.contains(&flag) || envs.iter().any(|(k, _)| *k == var);
         if !given("--listen", "RINGMQ_LISTEN") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
@@ -109,7 +110,9 @@ impl Broker {
         }
         cmd.args(args);
         cmd.envs(envs.iter().copied());
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn the ringmq binary");
 
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -138,7 +141,10 @@ impl Broker {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
+                    lines
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(line.clone());
                     if line.starts_with("ringmq ready") {
                         let _ = ready_tx.send(line);
                     }
@@ -166,8 +172,8 @@ impl Broker {
                 );
             }
         };
-        let (listeners, shards) = parse_ready_line(&line)
-            .unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
+        let (listeners, shards) =
+            parse_ready_line(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
         broker.addr = listeners[0];
         broker.listeners = listeners;
         broker.shards = shards;
@@ -204,12 +210,18 @@ impl Broker {
     }
 
     pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout_lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stdout_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn stderr_tail(&self) -> String {
         let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
-        tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        tail.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn v4_options(&self, client_id: &str) -> rumqttc::MqttOptions {
@@ -254,7 +266,9 @@ impl Broker {
         let mut sub = self.v5(&sub_id).await;
         sub.subscribe(&topic, Qos::AtLeastOnce).await;
         let mut publisher = self.v5(&pub_id).await;
-        publisher.publish(&topic, Qos::AtLeastOnce, false, "alive").await;
+        publisher
+            .publish(&topic, Qos::AtLeastOnce, false, "alive")
+            .await;
         let p = sub.recv().await;
         assert_eq!(p.payload.as_ref(), b"alive");
     }
@@ -357,9 +371,9 @@ impl<E, X> Inbox<E, X> {
 
 // ---------------------------------------------------------------- MQTT 3.1.1 client
 
-pub use rumqttc::QoS as Qos311;
 /// QoS of the MQTT 5.0 client.
 pub use rumqttc::v5::mqttbytes::QoS as Qos;
+pub use rumqttc::QoS as Qos311;
 
 /// An MQTT 3.1.1 rumqttc client whose event loop runs in its own task.
 /// Dropping it closes the TCP connection without a DISCONNECT.
@@ -408,7 +422,11 @@ impl V4 {
                 }
             }
         });
-        let mut inbox = Inbox { rx, backlog: VecDeque::new(), ended: None };
+        let mut inbox = Inbox {
+            rx,
+            backlog: VecDeque::new(),
+            ended: None,
+        };
         let waited = inbox
             .wait(
                 WAIT,
@@ -417,9 +435,13 @@ impl V4 {
             )
             .await;
         match waited {
-            Waited::Got(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(connack))) => {
-                Ok(V4 { client, connack, inbox, task, client_id })
-            }
+            Waited::Got(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(connack))) => Ok(V4 {
+                client,
+                connack,
+                inbox,
+                task,
+                client_id,
+            }),
             Waited::Got(_) => unreachable!("picked only CONNACK"),
             Waited::TimedOut => {
                 task.abort();
@@ -427,7 +449,9 @@ impl V4 {
             }
             Waited::Ended => {
                 task.abort();
-                Err(inbox.ended.map_or("event loop ended".into(), |e| e.to_string()))
+                Err(inbox
+                    .ended
+                    .map_or("event loop ended".into(), |e| e.to_string()))
             }
         }
     }
@@ -439,8 +463,14 @@ impl V4 {
     ) -> rumqttc::Packet {
         match self.inbox.wait(WAIT, pick, is_incoming_v4).await {
             Waited::Got(rumqttc::Event::Incoming(p)) => p,
-            Waited::Got(other) => panic!("{}: expected an incoming {what}, got {other:?}", self.client_id),
-            Waited::TimedOut => panic!("{}: timed out after {WAIT:?} waiting for {what}", self.client_id),
+            Waited::Got(other) => panic!(
+                "{}: expected an incoming {what}, got {other:?}",
+                self.client_id
+            ),
+            Waited::TimedOut => panic!(
+                "{}: timed out after {WAIT:?} waiting for {what}",
+                self.client_id
+            ),
             Waited::Ended => panic!(
                 "{}: connection ended while waiting for {what}: {:?}",
                 self.client_id,
@@ -449,10 +479,17 @@ impl V4 {
         }
     }
 
-    async fn expect_outgoing(&mut self, what: &str, pick: impl FnMut(&rumqttc::Event) -> bool) -> rumqttc::Outgoing {
+    async fn expect_outgoing(
+        &mut self,
+        what: &str,
+        pick: impl FnMut(&rumqttc::Event) -> bool,
+    ) -> rumqttc::Outgoing {
         match self.inbox.wait(WAIT, pick, is_incoming_v4).await {
             Waited::Got(rumqttc::Event::Outgoing(o)) => o,
-            Waited::Got(other) => panic!("{}: expected an outgoing {what}, got {other:?}", self.client_id),
+            Waited::Got(other) => panic!(
+                "{}: expected an outgoing {what}, got {other:?}",
+                self.client_id
+            ),
             Waited::TimedOut => panic!("{}: timed out waiting to send {what}", self.client_id),
             Waited::Ended => panic!(
                 "{}: connection ended while sending {what}: {:?}",
@@ -463,10 +500,19 @@ impl V4 {
     }
 
     /// SUBSCRIBE one filter and wait for the SUBACK; returns its return codes.
-    pub async fn subscribe(&mut self, filter: &str, qos: Qos311) -> Vec<rumqttc::SubscribeReasonCode> {
-        self.client.subscribe(filter, qos).await.expect("queue SUBSCRIBE");
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: Qos311,
+    ) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("queue SUBSCRIBE");
         match self
-            .expect_incoming("SUBACK", |e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))))
+            .expect_incoming("SUBACK", |e| {
+                matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))
+            })
             .await
         {
             rumqttc::Packet::SubAck(s) => s.return_codes,
@@ -477,11 +523,18 @@ impl V4 {
     /// SUBSCRIBE and assert the broker granted `qos`.
     pub async fn subscribe_ok(&mut self, filter: &str, qos: Qos311) {
         let codes = self.subscribe(filter, qos).await;
-        assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Success(qos)], "SUBACK for {filter}");
+        assert_eq!(
+            codes,
+            vec![rumqttc::SubscribeReasonCode::Success(qos)],
+            "SUBACK for {filter}"
+        );
     }
 
     pub async fn unsubscribe(&mut self, filter: &str) {
-        self.client.unsubscribe(filter).await.expect("queue UNSUBSCRIBE");
+        self.client
+            .unsubscribe(filter)
+            .await
+            .expect("queue UNSUBSCRIBE");
         self.expect_incoming("UNSUBACK", |e| {
             matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_)))
         })
@@ -490,14 +543,25 @@ impl V4 {
 
     /// PUBLISH and, for QoS 1 and 2, wait until the broker acknowledged it
     /// (PUBACK, or PUBCOMP).
-    pub async fn publish(&mut self, topic: &str, qos: Qos311, retain: bool, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, qos, retain, payload.into()).await.expect("queue PUBLISH");
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        qos: Qos311,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) {
+        self.client
+            .publish(topic, qos, retain, payload.into())
+            .await
+            .expect("queue PUBLISH");
         let out = self
             .expect_outgoing("PUBLISH", |e| {
                 matches!(e, rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_)))
             })
             .await;
-        let rumqttc::Outgoing::Publish(pkid) = out else { unreachable!() };
+        let rumqttc::Outgoing::Publish(pkid) = out else {
+            unreachable!()
+        };
         match qos {
             Qos311::AtMostOnce => {}
             Qos311::AtLeastOnce => {
@@ -518,7 +582,9 @@ impl V4 {
     /// The next PUBLISH received.
     pub async fn recv(&mut self) -> rumqttc::Publish {
         match self
-            .expect_incoming("PUBLISH", |e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))))
+            .expect_incoming("PUBLISH", |e| {
+                matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))
+            })
             .await
         {
             rumqttc::Packet::Publish(p) => p,
@@ -530,7 +596,11 @@ impl V4 {
     pub async fn expect_no_publish(&mut self, quiet: Duration) {
         let waited = self
             .inbox
-            .wait(quiet, |e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))), is_incoming_v4)
+            .wait(
+                quiet,
+                |e| matches!(e, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))),
+                is_incoming_v4,
+            )
             .await;
         if let Waited::Got(ev) = waited {
             panic!("{}: expected no PUBLISH, got {ev:?}", self.client_id);
@@ -540,8 +610,15 @@ impl V4 {
     /// Waits until the broker ends the connection; returns the error text.
     pub async fn expect_closed(&mut self) -> String {
         match self.inbox.wait(WAIT, |_| false, |_| false).await {
-            Waited::Ended => self.inbox.ended.as_ref().map_or("event loop ended".into(), ToString::to_string),
-            Waited::TimedOut => panic!("{}: the broker did not close the connection", self.client_id),
+            Waited::Ended => self
+                .inbox
+                .ended
+                .as_ref()
+                .map_or("event loop ended".into(), ToString::to_string),
+            Waited::TimedOut => panic!(
+                "{}: the broker did not close the connection",
+                self.client_id
+            ),
             Waited::Got(_) => unreachable!(),
         }
     }
@@ -592,7 +669,9 @@ impl V5 {
     }
 
     /// Connects; on refusal returns the rumqttc error.
-    pub async fn try_connect(options: rumqttc::v5::MqttOptions) -> Result<V5, rumqttc::v5::ConnectionError> {
+    pub async fn try_connect(
+        options: rumqttc::v5::MqttOptions,
+    ) -> Result<V5, rumqttc::v5::ConnectionError> {
         let client_id = options.client_id();
         let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 256);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -614,12 +693,26 @@ impl V5 {
                 }
             }
         });
-        let mut inbox = Inbox { rx, backlog: VecDeque::new(), ended: None };
+        let mut inbox = Inbox {
+            rx,
+            backlog: VecDeque::new(),
+            ended: None,
+        };
         let waited = inbox
-            .wait(WAIT, |ev| matches!(ev, Ev5::Incoming(In5::ConnAck(_))), is_incoming_v5)
+            .wait(
+                WAIT,
+                |ev| matches!(ev, Ev5::Incoming(In5::ConnAck(_))),
+                is_incoming_v5,
+            )
             .await;
         match waited {
-            Waited::Got(Ev5::Incoming(In5::ConnAck(connack))) => Ok(V5 { client, connack, inbox, task, client_id }),
+            Waited::Got(Ev5::Incoming(In5::ConnAck(connack))) => Ok(V5 {
+                client,
+                connack,
+                inbox,
+                task,
+                client_id,
+            }),
             Waited::Got(_) => unreachable!("picked only CONNACK"),
             Waited::TimedOut => {
                 task.abort();
@@ -635,7 +728,10 @@ impl V5 {
     async fn expect_event(&mut self, what: &str, pick: impl FnMut(&Ev5) -> bool) -> Ev5 {
         match self.inbox.wait(WAIT, pick, is_incoming_v5).await {
             Waited::Got(ev) => ev,
-            Waited::TimedOut => panic!("{}: timed out after {WAIT:?} waiting for {what}", self.client_id),
+            Waited::TimedOut => panic!(
+                "{}: timed out after {WAIT:?} waiting for {what}",
+                self.client_id
+            ),
             Waited::Ended => panic!(
                 "{}: connection ended while waiting for {what}: {:?}",
                 self.client_id,
@@ -655,7 +751,10 @@ impl V5 {
             None => self.client.subscribe_many(filters).await,
         }
         .expect("queue SUBSCRIBE");
-        match self.expect_event("SUBACK", |e| matches!(e, Ev5::Incoming(In5::SubAck(_)))).await {
+        match self
+            .expect_event("SUBACK", |e| matches!(e, Ev5::Incoming(In5::SubAck(_))))
+            .await
+        {
             Ev5::Incoming(In5::SubAck(s)) => s,
             _ => unreachable!(),
         }
@@ -663,7 +762,9 @@ impl V5 {
 
     /// SUBSCRIBE and assert the broker granted `qos`.
     pub async fn subscribe(&mut self, filter: &str, qos: Qos) {
-        let ack = self.subscribe_filters(vec![mq5::Filter::new(filter, qos)], None).await;
+        let ack = self
+            .subscribe_filters(vec![mq5::Filter::new(filter, qos)], None)
+            .await;
         assert_eq!(
             ack.return_codes,
             vec![mq5::SubscribeReasonCode::Success(qos)],
@@ -673,8 +774,14 @@ impl V5 {
     }
 
     pub async fn unsubscribe(&mut self, filter: &str) -> Vec<mq5::UnsubAckReason> {
-        self.client.unsubscribe(filter).await.expect("queue UNSUBSCRIBE");
-        match self.expect_event("UNSUBACK", |e| matches!(e, Ev5::Incoming(In5::UnsubAck(_)))).await {
+        self.client
+            .unsubscribe(filter)
+            .await
+            .expect("queue UNSUBSCRIBE");
+        match self
+            .expect_event("UNSUBACK", |e| matches!(e, Ev5::Incoming(In5::UnsubAck(_))))
+            .await
+        {
             Ev5::Incoming(In5::UnsubAck(u)) => u.reasons,
             _ => unreachable!(),
         }
@@ -692,34 +799,57 @@ impl V5 {
     ) {
         let payload: Vec<u8> = payload.into();
         match props {
-            Some(p) => self.client.publish_with_properties(topic, qos, retain, payload, p).await,
+            Some(p) => {
+                self.client
+                    .publish_with_properties(topic, qos, retain, payload, p)
+                    .await
+            }
             None => self.client.publish(topic, qos, retain, payload).await,
         }
         .expect("queue PUBLISH");
         let ev = self
-            .expect_event("to send PUBLISH", |e| matches!(e, Ev5::Outgoing(rumqttc::Outgoing::Publish(_))))
+            .expect_event("to send PUBLISH", |e| {
+                matches!(e, Ev5::Outgoing(rumqttc::Outgoing::Publish(_)))
+            })
             .await;
-        let Ev5::Outgoing(rumqttc::Outgoing::Publish(pkid)) = ev else { unreachable!() };
+        let Ev5::Outgoing(rumqttc::Outgoing::Publish(pkid)) = ev else {
+            unreachable!()
+        };
         match qos {
             Qos::AtMostOnce => {}
             Qos::AtLeastOnce => {
-                self.expect_event("PUBACK", |e| matches!(e, Ev5::Incoming(In5::PubAck(a)) if a.pkid == pkid))
-                    .await;
+                self.expect_event(
+                    "PUBACK",
+                    |e| matches!(e, Ev5::Incoming(In5::PubAck(a)) if a.pkid == pkid),
+                )
+                .await;
             }
             Qos::ExactlyOnce => {
-                self.expect_event("PUBCOMP", |e| matches!(e, Ev5::Incoming(In5::PubComp(a)) if a.pkid == pkid))
-                    .await;
+                self.expect_event(
+                    "PUBCOMP",
+                    |e| matches!(e, Ev5::Incoming(In5::PubComp(a)) if a.pkid == pkid),
+                )
+                .await;
             }
         }
     }
 
-    pub async fn publish(&mut self, topic: &str, qos: Qos, retain: bool, payload: impl Into<Vec<u8>>) {
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) {
         self.publish_with(topic, qos, retain, payload, None).await;
     }
 
     /// The next PUBLISH received.
     pub async fn recv(&mut self) -> mq5::Publish {
-        match self.expect_event("PUBLISH", |e| matches!(e, Ev5::Incoming(In5::Publish(_)))).await {
+        match self
+            .expect_event("PUBLISH", |e| matches!(e, Ev5::Incoming(In5::Publish(_))))
+            .await
+        {
             Ev5::Incoming(In5::Publish(p)) => p,
             _ => unreachable!(),
         }
@@ -727,7 +857,15 @@ impl V5 {
 
     /// The next PUBLISH if one arrives within `timeout`.
     pub async fn try_recv(&mut self, timeout: Duration) -> Option<mq5::Publish> {
-        match self.inbox.wait(timeout, |e| matches!(e, Ev5::Incoming(In5::Publish(_))), is_incoming_v5).await {
+        match self
+            .inbox
+            .wait(
+                timeout,
+                |e| matches!(e, Ev5::Incoming(In5::Publish(_))),
+                is_incoming_v5,
+            )
+            .await
+        {
             Waited::Got(Ev5::Incoming(In5::Publish(p))) => Some(p),
             Waited::Got(_) => unreachable!(),
             Waited::TimedOut => None,
@@ -743,7 +881,11 @@ impl V5 {
     pub async fn expect_no_publish(&mut self, quiet: Duration) {
         let waited = self
             .inbox
-            .wait(quiet, |e| matches!(e, Ev5::Incoming(In5::Publish(_))), is_incoming_v5)
+            .wait(
+                quiet,
+                |e| matches!(e, Ev5::Incoming(In5::Publish(_))),
+                is_incoming_v5,
+            )
             .await;
         if let Waited::Got(ev) = waited {
             panic!("{}: expected no PUBLISH, got {ev:?}", self.client_id);
@@ -751,15 +893,26 @@ impl V5 {
     }
 
     /// Waits for a DISCONNECT from the broker and returns its reason code.
+    ///
+    /// rumqttc 0.25 parses a DISCONNECT only if it carries a property length:
+    /// the short form `E0 01 <reason>` (valid MQTT 5.0) reaches it as a bare
+    /// close. Tests that check a reason code use [`raw::RawClient`].
     pub async fn expect_server_disconnect(&mut self) -> mq5::DisconnectReasonCode {
         let waited = self
             .inbox
-            .wait(WAIT, |e| matches!(e, Ev5::Incoming(In5::Disconnect(_))), is_incoming_v5)
+            .wait(
+                WAIT,
+                |e| matches!(e, Ev5::Incoming(In5::Disconnect(_))),
+                is_incoming_v5,
+            )
             .await;
         match waited {
             Waited::Got(Ev5::Incoming(In5::Disconnect(d))) => d.reason_code,
             Waited::Got(_) => unreachable!(),
-            Waited::TimedOut => panic!("{}: no DISCONNECT from the broker within {WAIT:?}", self.client_id),
+            Waited::TimedOut => panic!(
+                "{}: no DISCONNECT from the broker within {WAIT:?}",
+                self.client_id
+            ),
             Waited::Ended => panic!(
                 "{}: connection ended without a DISCONNECT packet: {:?}",
                 self.client_id,
@@ -771,8 +924,15 @@ impl V5 {
     /// Waits until the broker ends the connection; returns the error text.
     pub async fn expect_closed(&mut self) -> String {
         match self.inbox.wait(WAIT, |_| false, |_| false).await {
-            Waited::Ended => self.inbox.ended.as_ref().map_or("event loop ended".into(), ToString::to_string),
-            Waited::TimedOut => panic!("{}: the broker did not close the connection", self.client_id),
+            Waited::Ended => self
+                .inbox
+                .ended
+                .as_ref()
+                .map_or("event loop ended".into(), ToString::to_string),
+            Waited::TimedOut => panic!(
+                "{}: the broker did not close the connection",
+                self.client_id
+            ),
             Waited::Got(_) => unreachable!(),
         }
     }
@@ -799,7 +959,11 @@ pub fn topic_of(p: &mq5::Publish) -> String {
 }
 
 /// v5 options for a persistent session: clean start off and the given expiry.
-pub fn persistent_v5(broker: &Broker, client_id: &str, session_expiry_s: u32) -> rumqttc::v5::MqttOptions {
+pub fn persistent_v5(
+    broker: &Broker,
+    client_id: &str,
+    session_expiry_s: u32,
+) -> rumqttc::v5::MqttOptions {
     let mut o = broker.v5_options(client_id);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(session_expiry_s));

@@ -167,7 +167,10 @@ pub fn put_u32(buf: &mut Vec<u8>, v: u32) {
 }
 
 pub fn put_bin(buf: &mut Vec<u8>, b: &[u8]) {
-    put_u16(buf, u16::try_from(b.len()).expect("field longer than 65535 bytes"));
+    put_u16(
+        buf,
+        u16::try_from(b.len()).expect("field longer than 65535 bytes"),
+    );
     buf.extend_from_slice(b);
 }
 
@@ -207,7 +210,10 @@ pub fn encode_props(props: &Props) -> Vec<u8> {
         }
     }
     let mut out = Vec::new();
-    put_varint(&mut out, u32::try_from(body.len()).expect("properties too long"));
+    put_varint(
+        &mut out,
+        u32::try_from(body.len()).expect("properties too long"),
+    );
     out.extend_from_slice(&body);
     out
 }
@@ -215,7 +221,10 @@ pub fn encode_props(props: &Props) -> Vec<u8> {
 /// A whole packet: the first byte, the remaining length, the body.
 pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
-    put_varint(&mut out, u32::try_from(body.len()).expect("packet too long"));
+    put_varint(
+        &mut out,
+        u32::try_from(body.len()).expect("packet too long"),
+    );
     out.extend_from_slice(body);
     out
 }
@@ -231,7 +240,13 @@ pub struct Will {
 
 impl Will {
     pub fn new(topic: &str, payload: &[u8]) -> Self {
-        Will { topic: topic.into(), payload: payload.to_vec(), qos: 0, retain: false, props: Props::new() }
+        Will {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            qos: 0,
+            retain: false,
+            props: Props::new(),
+        }
     }
 }
 
@@ -263,7 +278,10 @@ impl Connect {
     }
 
     pub fn v311(client_id: &str) -> Self {
-        Connect { version: V311, ..Connect::v5(client_id) }
+        Connect {
+            version: V311,
+            ..Connect::v5(client_id)
+        }
     }
 
     pub fn clean(mut self, clean: bool) -> Self {
@@ -460,19 +478,51 @@ pub fn disconnect(version: u8, reason: u8, props: &Props) -> Vec<u8> {
 /// A packet received from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    ConnAck { session_present: bool, code: u8, props: Props },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+        props: Props,
+    },
     Publish(Publish),
-    PubAck { pkid: u16, code: u8 },
-    PubRec { pkid: u16, code: u8 },
-    PubRel { pkid: u16, code: u8 },
-    PubComp { pkid: u16, code: u8 },
-    SubAck { pkid: u16, codes: Vec<u8>, props: Props },
-    UnsubAck { pkid: u16, codes: Vec<u8> },
+    PubAck {
+        pkid: u16,
+        code: u8,
+    },
+    PubRec {
+        pkid: u16,
+        code: u8,
+    },
+    PubRel {
+        pkid: u16,
+        code: u8,
+    },
+    PubComp {
+        pkid: u16,
+        code: u8,
+    },
+    SubAck {
+        pkid: u16,
+        codes: Vec<u8>,
+        props: Props,
+    },
+    UnsubAck {
+        pkid: u16,
+        codes: Vec<u8>,
+    },
     PingResp,
-    Disconnect { code: u8, props: Props },
-    Auth { code: u8, props: Props },
+    Disconnect {
+        code: u8,
+        props: Props,
+    },
+    Auth {
+        code: u8,
+        props: Props,
+    },
     /// Anything a broker must never send (CONNECT, SUBSCRIBE, ...), kept raw.
-    Unexpected { first: u8, body: Vec<u8> },
+    Unexpected {
+        first: u8,
+        body: Vec<u8>,
+    },
 }
 
 /// Reads fields from a packet body; every read is checked, so a malformed
@@ -591,7 +641,11 @@ pub fn decode(version: u8, first: u8, body: &[u8]) -> Result<Packet, String> {
             let flags = r.u8()?;
             let code = r.u8()?;
             let props = if v5 { r.props()? } else { Props::new() };
-            Packet::ConnAck { session_present: flags & 0x01 != 0, code, props }
+            Packet::ConnAck {
+                session_present: flags & 0x01 != 0,
+                code,
+                props,
+            }
         }
         kind::PUBLISH => {
             let qos = (first >> 1) & 0x03;
@@ -624,30 +678,51 @@ pub fn decode(version: u8, first: u8, body: &[u8]) -> Result<Packet, String> {
         kind::SUBACK => {
             let pkid = r.u16()?;
             let props = if v5 { r.props()? } else { Props::new() };
-            Packet::SubAck { pkid, codes: r.rest(), props }
+            Packet::SubAck {
+                pkid,
+                codes: r.rest(),
+                props,
+            }
         }
         kind::UNSUBACK => {
             let pkid = r.u16()?;
             if v5 {
                 r.props()?;
             }
-            Packet::UnsubAck { pkid, codes: r.rest() }
+            Packet::UnsubAck {
+                pkid,
+                codes: r.rest(),
+            }
         }
         kind::PINGRESP => Packet::PingResp,
         kind::DISCONNECT => {
             let code = if r.remaining() > 0 { r.u8()? } else { 0 };
-            let props = if r.remaining() > 0 { r.props()? } else { Props::new() };
+            let props = if r.remaining() > 0 {
+                r.props()?
+            } else {
+                Props::new()
+            };
             Packet::Disconnect { code, props }
         }
         kind::AUTH => {
             let code = if r.remaining() > 0 { r.u8()? } else { 0 };
-            let props = if r.remaining() > 0 { r.props()? } else { Props::new() };
+            let props = if r.remaining() > 0 {
+                r.props()?
+            } else {
+                Props::new()
+            };
             Packet::Auth { code, props }
         }
-        _ => Packet::Unexpected { first, body: body.to_vec() },
+        _ => Packet::Unexpected {
+            first,
+            body: body.to_vec(),
+        },
     };
     if r.remaining() > 0 {
-        return Err(format!("{} trailing bytes in packet 0x{first:02X}", r.remaining()));
+        return Err(format!(
+            "{} trailing bytes in packet 0x{first:02X}",
+            r.remaining()
+        ));
     }
     Ok(packet)
 }
@@ -688,9 +763,15 @@ pub fn frame_bounds(buf: &[u8]) -> Option<(u8, usize, usize)> {
         if byte & 0x80 == 0 {
             break;
         }
-        assert!(header <= 4, "broker sent a remaining length longer than 4 bytes");
+        assert!(
+            header <= 4,
+            "broker sent a remaining length longer than 4 bytes"
+        );
     }
-    assert!(len <= RECEIVE_PACKET_SIZE_MAX, "broker sent a {len}-byte packet");
+    assert!(
+        len <= RECEIVE_PACKET_SIZE_MAX,
+        "broker sent a {len}-byte packet"
+    );
     if buf.len() < header + len {
         return None;
     }
@@ -704,7 +785,12 @@ impl RawClient {
             .expect("TCP connect timed out")
             .expect("TCP connect failed");
         stream.set_nodelay(true).expect("set TCP_NODELAY");
-        RawClient { stream, buf: Vec::new(), version, closed: false }
+        RawClient {
+            stream,
+            buf: Vec::new(),
+            version,
+            closed: false,
+        }
     }
 
     /// Opens a connection, sends `connect` and returns the CONNACK's fields.
@@ -826,7 +912,10 @@ impl RawClient {
         let deadline = Instant::now() + super::WAIT;
         let mut seen = Vec::new();
         loop {
-            match self.recv(deadline.saturating_duration_since(Instant::now())).await {
+            match self
+                .recv(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
                 Recv::Packet(p) => seen.push(p),
                 Recv::Closed => return seen,
                 Recv::TimedOut => {
@@ -840,7 +929,10 @@ impl RawClient {
     pub async fn expect_silence(&mut self, quiet: Duration) {
         let deadline = Instant::now() + quiet;
         loop {
-            match self.recv(deadline.saturating_duration_since(Instant::now())).await {
+            match self
+                .recv(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
                 Recv::TimedOut => return,
                 Recv::Packet(Packet::PingResp) => continue,
                 Recv::Packet(p) => panic!("expected nothing, got {p:?}"),
@@ -854,7 +946,9 @@ impl RawClient {
         let bytes = subscribe(self.version, pkid, filters, props);
         self.send(&bytes).await.expect("send SUBSCRIBE");
         match self.expect_non_ping("SUBACK").await {
-            Packet::SubAck { pkid: got, codes, .. } => {
+            Packet::SubAck {
+                pkid: got, codes, ..
+            } => {
                 assert_eq!(got, pkid, "SUBACK packet id");
                 codes
             }
@@ -865,7 +959,9 @@ impl RawClient {
     /// PUBLISH and complete its QoS flow (PUBACK, or PUBREC/PUBREL/PUBCOMP).
     /// Returns the reason code of the PUBACK or PUBREC.
     pub async fn publish(&mut self, publish: &Publish) -> u8 {
-        self.send(&publish.encode(self.version)).await.expect("send PUBLISH");
+        self.send(&publish.encode(self.version))
+            .await
+            .expect("send PUBLISH");
         match publish.qos {
             0 => 0,
             1 => match self.expect_non_ping("PUBACK").await {
@@ -878,7 +974,9 @@ impl RawClient {
                     other => panic!("expected PUBREC {}, got {other:?}", publish.pkid),
                 };
                 if code < 0x80 {
-                    self.send(&ack(kind::PUBREL, publish.pkid)).await.expect("send PUBREL");
+                    self.send(&ack(kind::PUBREL, publish.pkid))
+                        .await
+                        .expect("send PUBREL");
                     match self.expect_non_ping("PUBCOMP").await {
                         Packet::PubComp { pkid, .. } if pkid == publish.pkid => {}
                         other => panic!("expected PUBCOMP {}, got {other:?}", publish.pkid),
