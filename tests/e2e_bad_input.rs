@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::raw::{
-    self, frame, kind, put_str, put_u16, Connect, Packet, Props, Publish, RawClient, Will,
+    self, frame, kind, prop, put_str, put_u16, Connect, Packet, Props, Publish, RawClient, Value,
+    Will,
 };
 use common::{Broker, Qos, QUIET, V5, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,35 +76,88 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 async fn garbage_before_connect_closes_only_that_connection() {
     let broker = Broker::start();
     let mut healthy = Healthy::new(&broker).await;
-    let inputs: Vec<(&str, Vec<u8>)> = vec![
+    let inputs: Vec<(&str, u8, Vec<u8>)> = vec![
         (
             "an HTTP request",
+            raw::V311,
             b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
         ),
-        ("noise", noise(4096, 0x5eed_0001)),
+        ("noise", raw::V311, noise(4096, 0x5eed_0001)),
         (
             "PUBLISH before CONNECT",
+            raw::V311,
             Publish::new("early/t", 0, b"x").encode(raw::V311),
         ),
         (
             "SUBSCRIBE before CONNECT",
+            raw::V311,
             raw::subscribe(raw::V311, 1, &[("early/#", 0)], &Props::new()),
         ),
-        ("CONNECT with protocol name MQTX", {
+        ("CONNECT with protocol name MQTX", raw::V311, {
             let mut c = Connect::v311("mqtx").encode();
             c[4..8].copy_from_slice(b"MQTX");
             c
         }),
+        ("CONNECT with the reserved flag set (3.1.1)", raw::V311, {
+            let mut c = Connect::v311("reserved-flag").encode();
+            c[9] |= 0x01;
+            c
+        }),
+        ("CONNECT with the reserved flag set (5.0)", raw::V5, {
+            let mut c = Connect::v5("reserved-flag5").encode();
+            c[9] |= 0x01;
+            c
+        }),
+        ("CONNECT with will QoS 3", raw::V5, {
+            let mut c = Connect::v5("will-qos3")
+                .will(Will::new("w/t", b"x"))
+                .encode();
+            c[9] |= 0x18;
+            c
+        }),
+        ("CONNECT with will QoS but no will flag", raw::V311, {
+            let mut c = Connect::v311("will-qos-no-will").encode();
+            c[9] |= 0x08;
+            c
+        }),
+        (
+            "CONNECT with a password but no user name (3.1.1)",
+            raw::V311,
+            {
+                let mut c = Connect::v311("pass-no-user");
+                c.password = Some(b"secret".to_vec());
+                c.encode()
+            },
+        ),
+        (
+            "CONNECT with receive maximum 0",
+            raw::V5,
+            Connect::v5("rm0")
+                .prop(prop::RECEIVE_MAXIMUM, Value::U16(0))
+                .encode(),
+        ),
+        (
+            "CONNECT with maximum packet size 0",
+            raw::V5,
+            Connect::v5("mps0")
+                .prop(prop::MAXIMUM_PACKET_SIZE, Value::U32(0))
+                .encode(),
+        ),
+        ("CONNECT whose client id runs past the packet", raw::V311, {
+            let mut c = Connect::v311("cut").encode();
+            c[13] = 0x40; // the id claims 64 bytes, the packet holds 3
+            c
+        }),
     ];
-    for (name, bytes) in inputs {
-        let mut c = broker.raw(raw::V311).await;
+    for (name, version, bytes) in inputs {
+        let mut c = broker.raw(version).await;
         c.send(&bytes).await.ok();
         let seen = c.expect_closed(name).await;
         assert!(
             !seen
                 .iter()
-                .any(|p| matches!(p, Packet::ConnAck { code: 0, .. })),
-            "{name}: must not be accepted, got {seen:?}"
+                .any(|p| !matches!(p, Packet::ConnAck { code, .. } if *code >= 0x80)),
+            "{name}: at most a refusing CONNACK before the close, got {seen:?}"
         );
         healthy.check(&format!("after {name}")).await;
     }
@@ -260,6 +314,17 @@ fn cases() -> Vec<Case> {
             version: raw::V5,
             bytes: vec![0x82, 0x03, 0x00, 0x01, 0x00],
             v5_codes: MALFORMED_OR_PROTOCOL,
+        },
+        Case {
+            name: "no local on a shared subscription",
+            version: raw::V5,
+            bytes: raw::subscribe(
+                raw::V5,
+                1,
+                &[("$share/g/nl/t", raw::sub_options(1, true, false, 0))],
+                &Props::new(),
+            ),
+            v5_codes: &[0x82],
         },
         Case {
             name: "remaining length of 5 bytes",

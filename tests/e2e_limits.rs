@@ -433,6 +433,7 @@ async fn sys_topics_are_published_every_interval() {
     let broker = Broker::start_with(&["--sys-interval", "1"]);
     let mut everything = broker.v5(&broker.id_on("sys-hash", 1)).await;
     everything.subscribe("#", Qos::AtMostOnce).await;
+    everything.subscribe("+/broker/#", Qos::AtMostOnce).await;
     let mut sys = broker.v5(&broker.id_on("sys-sub", 0)).await;
     sys.subscribe("$SYS/#", Qos::AtMostOnce).await;
 

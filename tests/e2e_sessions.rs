@@ -538,3 +538,20 @@ async fn max_session_expiry_caps_what_the_client_asks() {
         "the session expired after the capped 1 s, not 300 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_session_expiry_also_ends_v311_persistent_sessions() {
+    let broker = Broker::start_with(&["--max-session-expiry", "1"]);
+    let id = broker.id_on("capped-v311", 1);
+    let c = V4::connect(persistent_v4(&broker, &id)).await;
+    c.disconnect().await;
+    let c = V4::connect(persistent_v4(&broker, &id)).await;
+    assert!(c.connack.session_present, "resumed within the second");
+    c.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let c = V4::connect(persistent_v4(&broker, &id)).await;
+    assert!(
+        !c.connack.session_present,
+        "a 3.1.1 persistent session lives --max-session-expiry offline"
+    );
+}

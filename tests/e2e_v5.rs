@@ -796,3 +796,24 @@ async fn connack_advertises_the_features_in_use() {
         assert_ne!(props.int(id), Some(0), "{name} available");
     }
 }
+
+/// A PUBREL for a packet id the broker does not hold is still completed:
+/// PUBCOMP with 0x92 (packet identifier not found), or 0x00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubrel_for_an_unknown_packet_id_gets_pubcomp() {
+    let broker = Broker::start();
+    let mut c = broker
+        .raw_connected(&Connect::v5(&broker.id_on("unknown-rel", 0)))
+        .await;
+    c.send(&raw::ack(kind::PUBREL, 77))
+        .await
+        .expect("send PUBREL");
+    match c.expect_non_ping("PUBCOMP").await {
+        Packet::PubComp { pkid: 77, code } => {
+            assert!(code == 0x92 || code == 0x00, "PUBCOMP reason {code:#x}")
+        }
+        other => panic!("expected PUBCOMP 77, got {other:?}"),
+    }
+    c.send(&raw::pingreq()).await.expect("send PINGREQ");
+    assert_eq!(c.expect_packet("PINGRESP").await, Packet::PingResp);
+}
