@@ -272,10 +272,10 @@ async fn connect_timeout_closes_silent_and_half_sent_connections() {
     let opened = Instant::now();
     let seen = silent.expect_closed("no CONNECT within 1 s").await;
     assert!(seen.is_empty(), "{seen:?}");
+    let waited = opened.elapsed();
     assert!(
-        opened.elapsed() >= Duration::from_millis(900),
-        "closed after {:?}, limit 1 s",
-        opened.elapsed()
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "closed after {waited:?}, limit 1 s"
     );
 
     let mut half = broker.raw(raw::V5).await;

@@ -555,3 +555,38 @@ async fn max_session_expiry_also_ends_v311_persistent_sessions() {
         "a 3.1.1 persistent session lives --max-session-expiry offline"
     );
 }
+
+/// A QoS 1 message in flight to a connection that is taken over (resuming
+/// the session) is resent to the new connection with DUP and the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_messages_move_to_the_connection_that_takes_over() {
+    let broker = Broker::start();
+    let id = broker.id_on("inflight-move", 0);
+    let mut old = broker.raw_connected(&raw_persistent_v5(&id)).await;
+    assert_eq!(
+        old.subscribe(1, &[("move/t", 1)], &Props::new()).await,
+        vec![1]
+    );
+    let mut publisher = broker.v5(&broker.id_on("inflight-move-pub", 1)).await;
+    publisher
+        .publish("move/t", Qos::AtLeastOnce, false, "unacked")
+        .await;
+    let first = old.expect_publish().await;
+
+    let (mut new, connack) = RawClient::connect(broker.port(), &raw_persistent_v5(&id)).await;
+    assert!(session_present(&connack));
+    let seen = old.expect_closed("the taken-over connection").await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect { code: 0x8E, .. }]),
+        "{seen:?}"
+    );
+    let again = new.expect_publish().await;
+    assert_eq!(
+        (again.payload.as_slice(), again.pkid, again.dup),
+        (&b"unacked"[..], first.pkid, true)
+    );
+    new.send(&raw::ack(kind::PUBACK, again.pkid))
+        .await
+        .expect("send PUBACK");
+    new.expect_silence(QUIET).await;
+}

@@ -817,3 +817,23 @@ async fn pubrel_for_an_unknown_packet_id_gets_pubcomp() {
     c.send(&raw::pingreq()).await.expect("send PINGREQ");
     assert_eq!(c.expect_packet("PINGRESP").await, Packet::PingResp);
 }
+
+/// MQTT 5.0 3.3.1.3: retained messages go to a new non-shared subscription
+/// only; a shared subscription gets live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_get_no_retained_messages() {
+    let broker = Broker::start();
+    let mut publisher = broker.v5(&broker.id_on("share-ret-pub", 1)).await;
+    publisher
+        .publish("share-ret/t", Qos::AtLeastOnce, true, "retained")
+        .await;
+    let mut member = broker.v5(&broker.id_on("share-ret-m", 0)).await;
+    member
+        .subscribe("$share/g/share-ret/t", Qos::AtLeastOnce)
+        .await;
+    member.expect_no_publish(QUIET).await;
+    publisher
+        .publish("share-ret/t", Qos::AtLeastOnce, false, "live")
+        .await;
+    assert_eq!(member.recv().await.payload.as_ref(), b"live");
+}
