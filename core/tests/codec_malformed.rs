@@ -581,6 +581,29 @@ fn v5_short_forms_decode_to_success() {
 }
 
 #[test]
+fn a_written_reason_code_is_followed_by_the_property_length() {
+    use ringmq_core::packet::{Disconnect, PubResponse};
+    let mut buf = BytesMut::new();
+    let mut ack = PubResponse::success(PacketId::new(5).unwrap());
+    codec::encode(&Packet::PubAck(ack.clone()), V5, &mut buf).unwrap();
+    assert_eq!(&buf[..], &[0x40, 2, 0, 5]);
+    buf.clear();
+    ack.reason = ReasonCode::NoMatchingSubscribers;
+    codec::encode(&Packet::PubAck(ack), V5, &mut buf).unwrap();
+    assert_eq!(&buf[..], &[0x40, 4, 0, 5, 0x10, 0]);
+    buf.clear();
+    let taken_over = Disconnect {
+        reason: ReasonCode::SessionTakenOver,
+        ..Disconnect::default()
+    };
+    codec::encode(&Packet::Disconnect(taken_over), V5, &mut buf).unwrap();
+    assert_eq!(&buf[..], &[0xE0, 2, 0x8E, 0]);
+    buf.clear();
+    codec::encode(&Packet::Disconnect(Disconnect::default()), V5, &mut buf).unwrap();
+    assert_eq!(&buf[..], &[0xE0, 0]);
+}
+
+#[test]
 fn decoded_publish_borrows_the_read_buffer() {
     let bytes = frame(0x30, &cat(&[&s("t"), b"payload"]));
     let mut buf = BytesMut::from(&bytes[..]);

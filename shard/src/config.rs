@@ -15,6 +15,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Period of the `$SYS/broker/...` publications; `None` disables them.
     pub sys_interval: Option<Duration>,
+    /// How long shutdown waits for queued messages to reach connected clients.
+    pub shutdown_timeout: Duration,
 }
 
 /// Every run-time limit, each with a defined behaviour when reached.

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use ringmq_core::codec::{self, DecodeError};
 use ringmq_core::packet::{
-    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion,
+    ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, Packet, ProtocolVersion,
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{write_packet, Violation};
@@ -229,13 +229,7 @@ async fn read_loop(
     loop {
         loop {
             if let Some(reason) = conn.close.get() {
-                return (
-                    Ending::Abnormal,
-                    match reason {
-                        CloseReason::TakenOver => "session taken over",
-                        CloseReason::Kicked(_) => "closed by the broker",
-                    },
-                );
+                return (Ending::Abnormal, reason.describe());
             }
             match codec::decode(buf, attached.version, max) {
                 Ok(Some(packet)) => match dispatch(ctx, conn, attached, packet).await {
@@ -265,7 +259,12 @@ async fn read_loop(
         {
             conn.drained.notified().await;
         }
-        match reader.read_into(buf, READ_CHUNK).await {
+        let read = reader.read_into(buf, READ_CHUNK).await;
+        if let (Err(_) | Ok(0), Some(reason)) = (&read, conn.close.get()) {
+            // The broker closed the socket itself (takeover, a failed write).
+            return (Ending::Abnormal, reason.describe());
+        }
+        match read {
             Ok(0) => return (Ending::Abnormal, "connection closed by the client"),
             Ok(n) => ctx.stats.bytes_received.add(n as u64),
             Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
@@ -301,7 +300,15 @@ fn kick(
     ctx.stats.protocol_errors.inc();
     warn!(client = %client_id, peer = %conn.peer, reason = %violation.reason, what = violation.what, "closing connection");
     if version == ProtocolVersion::V5 {
-        conn.write(&disconnect(violation.reason), version);
+        // A Reason String is always allowed on DISCONNECT (MQTT 5 3.1.2.11.7).
+        let packet = Packet::Disconnect(Disconnect {
+            reason: violation.reason,
+            properties: DisconnectProperties {
+                reason_string: Some(ByteString::from_static(violation.what)),
+                ..DisconnectProperties::default()
+            },
+        });
+        conn.write(&packet, version);
     }
     conn.close_with(CloseReason::Kicked(violation.reason));
 }
@@ -409,8 +416,7 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
     }
     // Whatever made the writer stop, the reader must stop too.
     if conn.close.get().is_none() {
-        conn.close
-            .set(Some(CloseReason::Kicked(ReasonCode::UnspecifiedError)));
+        conn.close.set(Some(CloseReason::WriteFailed));
     }
     writer.close().await;
 }

@@ -26,4 +26,4 @@ pub mod stats;
 
 pub use config::{BrokerConfig, Limits};
 pub use ring::owner_of;
-pub use runtime::{start, Running, StartError};
+pub use runtime::{start, Running, StartError, Stopper};

@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::Waker;
@@ -57,6 +57,10 @@ pub(crate) struct ShardCtx {
     outgoing: Vec<Outgoing>,
     assigned_ids: Cell<u64>,
     boot_id: u64,
+    /// Set by [`Running::stop`] from any thread; a shard notices within a timer tick.
+    stopping: Arc<AtomicBool>,
+    /// Rung once this shard has noticed `stopping`.
+    stop: Notify,
 }
 
 impl ShardCtx {
@@ -215,8 +219,24 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: Listener) {
 async fn timer_loop(ctx: Rc<ShardCtx>) {
     loop {
         glommio::timer::sleep(TIMER_PERIOD).await;
+        if ctx.stopping.load(Ordering::Relaxed) {
+            ctx.stop.notify();
+            return;
+        }
         ctx.state.borrow_mut().run_timers();
         ctx.flush().await;
+    }
+}
+
+/// Stops accepting, disconnects every client and waits (bounded) until what was
+/// queued for them is written.
+async fn shut_down(ctx: &ShardCtx, accept_tasks: Vec<glommio::Task<()>>, timeout: Duration) {
+    // Dropping a task cancels it: the listeners close and accept no one else.
+    drop(accept_tasks);
+    ctx.state.borrow_mut().disconnect_all();
+    let deadline = Instant::now() + timeout;
+    while ctx.stats.clients_connected.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -283,6 +303,17 @@ async fn sys_loop(ctx: Rc<ShardCtx>, all: Arc<Vec<Arc<ShardStats>>>, interval: D
     }
 }
 
+/// Asks the shards to shut down: stop accepting, tell clients (MQTT 5: DISCONNECT
+/// 0x8B), write what is queued for them within the shutdown timeout, exit.
+#[derive(Clone, Debug)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -296,9 +327,10 @@ pub enum StartError {
     },
 }
 
-/// Running shards: wait on them with [`Running::wait`].
+/// Running shards: stop them with [`Running::stop`], wait with [`Running::wait`].
 pub struct Running {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Running {
@@ -310,6 +342,12 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
+    /// A handle that asks every shard to shut down gracefully; callable from any
+    /// thread, e.g. a signal handler thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.stopping))
+    }
+
     /// Blocks until every shard has stopped.
     pub fn wait(self) {
         for handle in self.handles {
@@ -335,6 +373,8 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let shutdown_timeout = config.shutdown_timeout;
     let mut handles = Vec::with_capacity(shards);
     for (id, stats) in all_stats.iter().cloned().enumerate() {
         let placement = match config.cpus.get(id) {
@@ -348,6 +388,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
         let ready = ready_tx.clone();
+        let stopping = Arc::clone(&stopping);
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("ringmq-shard-{id}"))
             .io_memory(SHARD_IO_MEMORY_BYTES)
@@ -378,6 +419,8 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
                     assigned_ids: Cell::new(0),
                     boot_id,
+                    stopping,
+                    stop: Notify::default(),
                 });
                 for (_, receiver) in receivers.streams() {
                     let ctx = Rc::clone(&ctx);
@@ -418,9 +461,8 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                 }
                 let _ = ready.send(Ok(()));
                 drop(ready);
-                for task in tasks {
-                    task.await;
-                }
+                ctx.stop.notified().await;
+                shut_down(&ctx, tasks, shutdown_timeout).await;
             });
         match spawned {
             Ok(handle) => handles.push(handle),
@@ -445,6 +487,5 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
             }
         }
     }
-    let _ = connections.load(Ordering::Relaxed);
-    Ok(Running { handles })
+    Ok(Running { handles, stopping })
 }

@@ -47,6 +47,21 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) enum CloseReason {
     TakenOver,
     Kicked(ReasonCode),
+    /// The socket could not be written (the client is gone or stopped reading).
+    WriteFailed,
+}
+
+impl CloseReason {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            CloseReason::TakenOver => "session taken over",
+            CloseReason::Kicked(ReasonCode::Success) => "closed",
+            CloseReason::Kicked(ReasonCode::KeepAliveTimeout) => "keep alive timeout",
+            CloseReason::Kicked(ReasonCode::ServerShuttingDown) => "broker shutting down",
+            CloseReason::Kicked(_) => "closed by the broker",
+            CloseReason::WriteFailed => "write failed or timed out",
+        }
+    }
 }
 
 /// One live connection as the shard sees it: its output buffer and the writer's bell.
@@ -485,6 +500,26 @@ impl Shard {
             payload: will.payload,
         };
         self.route(Arc::new(Message::from_publish(publish, None, now)));
+    }
+
+    /// Tells every connected client the broker is going away (MQTT 5: DISCONNECT
+    /// 0x8B) and closes its connection once what is queued for it is written.
+    pub(crate) fn disconnect_all(&mut self) {
+        for slot in self.sessions.values() {
+            let Some(conn) = &slot.conn else {
+                continue;
+            };
+            if slot.session.version() == ProtocolVersion::V5 {
+                conn.write(
+                    &Packet::Disconnect(Disconnect {
+                        reason: ReasonCode::ServerShuttingDown,
+                        ..Disconnect::default()
+                    }),
+                    ProtocolVersion::V5,
+                );
+            }
+            conn.close_with(CloseReason::Kicked(ReasonCode::ServerShuttingDown));
+        }
     }
 
     /// Sessions whose expiry or will delay has come.

@@ -44,14 +44,14 @@ pub(crate) fn emit_pub_response<S: Sink>(
     s: &mut S,
 ) {
     s.put_u16(response.packet_id.get());
-    if version == ProtocolVersion::V5 {
-        let has_properties = !response.properties.is_empty();
-        if response.reason != ReasonCode::Success || has_properties {
-            s.put_u8(response.reason.as_u8());
-        }
-        if has_properties {
-            put_properties(s, &response.properties);
-        }
+    // The reason and property length may be left out when they say nothing; when
+    // the reason is written the property length is too (MQTT 5 allows dropping it,
+    // but common client libraries then fail to parse the packet).
+    if version == ProtocolVersion::V5
+        && (response.reason != ReasonCode::Success || !response.properties.is_empty())
+    {
+        s.put_u8(response.reason.as_u8());
+        put_properties(s, &response.properties);
     }
 }
 

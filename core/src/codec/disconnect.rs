@@ -42,11 +42,10 @@ pub(crate) fn emit_disconnect<S: Sink>(
     if version == ProtocolVersion::V311 {
         return;
     }
-    let has_properties = !disconnect.properties.is_empty();
-    if disconnect.reason != ReasonCode::Success || has_properties {
+    // As for PUBACK: a written reason is always followed by the property length,
+    // which common client libraries require although MQTT 5 does not.
+    if disconnect.reason != ReasonCode::Success || !disconnect.properties.is_empty() {
         s.put_u8(disconnect.reason.as_u8());
-    }
-    if has_properties {
         put_properties(s, &disconnect.properties);
     }
 }
@@ -67,11 +66,8 @@ pub(crate) fn decode_auth(r: &mut Reader) -> Result<Auth, DecodeError> {
 }
 
 pub(crate) fn emit_auth<S: Sink>(auth: &Auth, s: &mut S) {
-    let has_properties = !auth.properties.is_empty();
-    if auth.reason != ReasonCode::Success || has_properties {
+    if auth.reason != ReasonCode::Success || !auth.properties.is_empty() {
         s.put_u8(auth.reason.as_u8());
-    }
-    if has_properties {
         put_properties(s, &auth.properties);
     }
 }
