@@ -590,3 +590,16 @@ async fn in_flight_messages_move_to_the_connection_that_takes_over() {
         .expect("send PUBACK");
     new.expect_silence(QUIET).await;
 }
+
+/// What a rumqttc user sees of a takeover: the DISCONNECT reason 0x8E.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rumqttc_client_sees_session_taken_over() {
+    let broker = Broker::start();
+    let id = broker.id_on("takeover-rumqttc", 0);
+    let mut old = broker.v5(&id).await;
+    let _new = broker.v5(&id).await;
+    assert_eq!(
+        old.expect_server_disconnect().await,
+        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
+    );
+}
