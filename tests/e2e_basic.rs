@@ -223,13 +223,11 @@ async fn order_is_kept_per_publisher_and_topic_across_shards() {
     let broker = Broker::start();
     let mut sub = broker.v5(&broker.id_on("order-sub", 0)).await;
     sub.subscribe("order/t", Qos::AtLeastOnce).await;
-    let publisher = broker.v5(&broker.id_on("order-pub", 1)).await;
+    let mut publisher = broker.v5(&broker.id_on("order-pub", 1)).await;
     for i in 0..MESSAGES {
         publisher
-            .client
-            .publish("order/t", Qos::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue PUBLISH");
+            .publish_nowait("order/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
     for i in 0..MESSAGES {
         let p = sub.recv().await;
@@ -504,4 +502,82 @@ async fn overlapping_subscriptions_deliver_at_the_highest_qos() {
         qos.contains(&Qos311::ExactlyOnce),
         "delivered at the highest matching QoS, got {qos:?}"
     );
+}
+
+/// More QoS 1 messages than there are packet ids: the broker's ids towards
+/// the subscriber wrap around without reusing one still in flight or using 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packet_ids_wrap_around_after_65535_messages() {
+    const MESSAGES: u32 = 66_000;
+    const WINDOW: u16 = 50;
+    let broker = Broker::start();
+    let mut sub = broker
+        .raw_connected(&Connect::v311(&broker.id_on("wrap-sub", 0)))
+        .await;
+    assert_eq!(
+        sub.subscribe(1, &[("wrap/t", 1)], &raw::Props::new()).await,
+        vec![1]
+    );
+    let mut publisher = broker
+        .raw_connected(&Connect::v311(&broker.id_on("wrap-pub", 1)))
+        .await;
+
+    // The publisher stays at most AHEAD_MAX messages ahead of the subscriber,
+    // well inside the broker's per-session queue (--max-queued-messages,
+    // default 1000), so no message may be dropped.
+    const AHEAD_MAX: u32 = 400;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = std::sync::Arc::clone(&received);
+    let producer = tokio::spawn(async move {
+        let mut next = 0u32;
+        while next < MESSAGES {
+            while next >= seen.load(std::sync::atomic::Ordering::Relaxed) + AHEAD_MAX {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let batch = (MESSAGES - next).min(u32::from(WINDOW));
+            let mut bytes = Vec::new();
+            for k in 0..batch {
+                let pkid = (k + 1) as u16;
+                let payload = (next + k).to_be_bytes();
+                bytes.extend_from_slice(
+                    &raw::Publish::new("wrap/t", 1, &payload)
+                        .pkid(pkid)
+                        .encode(raw::V311),
+                );
+            }
+            publisher.send(&bytes).await.expect("send PUBLISH batch");
+            for _ in 0..batch {
+                match publisher.expect_non_ping("PUBACK").await {
+                    Packet::PubAck { .. } => {}
+                    other => panic!("publisher: expected PUBACK, got {other:?}"),
+                }
+            }
+            next += batch;
+        }
+        publisher
+    });
+
+    let mut in_flight = std::collections::HashSet::new();
+    let mut acks = Vec::new();
+    for n in 0..MESSAGES {
+        let p = match sub.recv(common::WAIT).await {
+            raw::Recv::Packet(Packet::Publish(p)) => p,
+            other => panic!("subscriber, message {n}: {other:?}"),
+        };
+        assert_ne!(p.pkid, 0, "packet id 0 is not allowed");
+        assert!(
+            in_flight.insert(p.pkid),
+            "packet id {} reused while in flight",
+            p.pkid
+        );
+        assert_eq!(p.payload, n.to_be_bytes(), "message {n} in order");
+        received.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        acks.extend_from_slice(&raw::ack(raw::kind::PUBACK, p.pkid));
+        if acks.len() >= 4 * 16 || n + 1 == MESSAGES {
+            sub.send(&acks).await.expect("send PUBACKs");
+            acks.clear();
+            in_flight.clear();
+        }
+    }
+    producer.await.expect("publisher task");
 }

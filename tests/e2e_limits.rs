@@ -314,13 +314,11 @@ async fn max_inflight_bounds_unacknowledged_messages_to_a_v311_client() {
         sub.subscribe(1, &[("inflight/t", 1)], &Props::new()).await,
         vec![1]
     );
-    let publisher = broker.v5(&broker.id_on("inflight-pub", 1)).await;
+    let mut publisher = broker.v5(&broker.id_on("inflight-pub", 1)).await;
     for i in 0..MESSAGES {
         publisher
-            .client
-            .publish("inflight/t", Qos::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue");
+            .publish_nowait("inflight/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
     let mut unacked = VecDeque::new();
     let mut got = Vec::new();

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{self, prop, Connect, Props, Value, Will};
-use common::{Broker, Qos, Qos311, QUIET, V4, V5};
+use common::{topic_of, Broker, Qos, Qos311, QUIET, V4, V5};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
 
@@ -587,4 +587,46 @@ async fn takeover_publishes_the_will_of_the_old_connection() {
         "{seen:?}"
     );
     assert_eq!(w.recv().await.payload.as_ref(), b"replaced5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_retained_topics_from_two_shards_reach_one_wildcard_subscriber() {
+    const TOPICS: usize = 500;
+    let broker = Broker::start();
+    let mut publishers = [
+        broker.v5(&broker.id_on("many-ret-pub", 0)).await,
+        broker.v5(&broker.id_on("many-ret-pub", 1)).await,
+    ];
+    for i in 0..TOPICS {
+        let p = &mut publishers[i % 2];
+        p.publish_nowait(
+            &format!("many-ret/{}/{i}", i % 7),
+            Qos::AtMostOnce,
+            true,
+            i.to_string(),
+        )
+        .await;
+    }
+    // A QoS 1 publish from each publisher after its QoS 0 ones: once acked,
+    // the broker has read everything before it.
+    for p in &mut publishers {
+        p.publish("many-ret/sync", Qos::AtLeastOnce, true, "sync")
+            .await;
+    }
+    let mut sub = broker.v5(&broker.id_on("many-ret-sub", 1)).await;
+    sub.subscribe("many-ret/+/#", Qos::AtMostOnce).await;
+    let mut got = std::collections::BTreeSet::new();
+    let mut syncs = 0;
+    while got.len() < TOPICS || syncs == 0 {
+        let p = sub.recv().await;
+        assert!(p.retain, "delivered as retained");
+        let t = topic_of(&p);
+        if t == "many-ret/sync" {
+            syncs += 1;
+            assert_eq!(syncs, 1, "one retained message per topic");
+        } else {
+            assert!(got.insert(t.clone()), "{t} delivered twice");
+        }
+    }
+    sub.expect_no_publish(QUIET).await;
 }

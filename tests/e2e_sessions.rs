@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Value};
-use common::{persistent_v4, persistent_v5, Broker, Qos, Qos311, QUIET, V4, V5};
+use common::{persistent_v4, persistent_v5, Broker, Qos, Qos311, QUIET, V4, V5, WAIT};
 
 /// A raw MQTT 5 CONNECT that resumes (or starts) a session kept for 300 s.
 fn raw_persistent_v5(id: &str) -> Connect {
@@ -602,4 +602,97 @@ async fn a_rumqttc_client_sees_session_taken_over() {
         old.expect_server_disconnect().await,
         rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
     );
+}
+
+/// Ten connections with one client id at once: the broker ends up with
+/// exactly one of them open, and the others were closed (v5: with 0x8E).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connects_with_one_id_leave_exactly_one_connection() {
+    const CONNECTIONS: usize = 10;
+    let broker = Broker::start_with(&["--shards", "3"]);
+    let id = broker.id_on("race", 2);
+    let port = broker.port();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = RawClient::open(port, raw::V5).await;
+            c.send(&Connect::v5(&id).encode()).await.ok();
+            c
+        }));
+    }
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.expect("connect task"));
+    }
+    // First every CONNECT is answered (CONNACK, or a close), so every
+    // takeover has started; then each connection either stays open or is
+    // closed, after at most a CONNACK and a DISCONNECT 0x8E.
+    let mut seen_by = Vec::new();
+    let mut closed_by = Vec::new();
+    for c in &mut conns {
+        let mut seen = Vec::new();
+        let closed = loop {
+            match c.recv(WAIT).await {
+                raw::Recv::Packet(p) => {
+                    let answered = matches!(p, Packet::ConnAck { .. });
+                    seen.push(p);
+                    if answered {
+                        break false;
+                    }
+                }
+                raw::Recv::Closed => break true,
+                raw::Recv::TimedOut => panic!("no CONNACK and no close within {WAIT:?}"),
+            }
+        };
+        seen_by.push(seen);
+        closed_by.push(closed);
+    }
+    let mut open = Vec::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let mut seen = std::mem::take(&mut seen_by[i]);
+        let closed = closed_by[i]
+            || loop {
+                match c.recv(Duration::from_millis(1500)).await {
+                    raw::Recv::Packet(p) => seen.push(p),
+                    raw::Recv::Closed => break true,
+                    raw::Recv::TimedOut => break false,
+                }
+            };
+        for p in &seen {
+            assert!(
+                matches!(
+                    p,
+                    Packet::ConnAck { code: 0, .. } | Packet::Disconnect { code: 0x8E, .. }
+                ),
+                "connection {i}: unexpected {p:?} in {seen:?}"
+            );
+        }
+        if closed {
+            assert!(
+                !seen.iter().any(|p| matches!(p, Packet::ConnAck { .. }))
+                    || seen
+                        .iter()
+                        .any(|p| matches!(p, Packet::Disconnect { code: 0x8E, .. })),
+                "connection {i}: accepted, then closed without DISCONNECT 0x8E: {seen:?}"
+            );
+        } else {
+            assert!(
+                matches!(seen.as_slice(), [Packet::ConnAck { code: 0, .. }]),
+                "connection {i} is open: {seen:?}"
+            );
+            open.push(c);
+        }
+    }
+    assert_eq!(open.len(), 1, "exactly one connection survives");
+    let survivor = &mut open[0];
+    assert_eq!(
+        survivor.subscribe(1, &[("race/t", 1)], &Props::new()).await,
+        vec![1]
+    );
+    let mut publisher = broker.v5(&broker.id_on("race-pub", 0)).await;
+    publisher
+        .publish("race/t", Qos::AtLeastOnce, false, "to the survivor")
+        .await;
+    assert_eq!(survivor.expect_publish().await.payload, b"to the survivor");
 }

@@ -32,13 +32,11 @@ async fn receive_maximum_of_the_client_bounds_qos1_in_flight() {
         vec![1]
     );
 
-    let publisher = broker.v5(&broker.id_on("rm-pub", 1)).await;
+    let mut publisher = broker.v5(&broker.id_on("rm-pub", 1)).await;
     for i in 0..MESSAGES {
         publisher
-            .client
-            .publish("rm/t", Qos::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue");
+            .publish_nowait("rm/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
 
     let mut unacked: VecDeque<u16> = VecDeque::new();
