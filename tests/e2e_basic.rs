@@ -5,10 +5,10 @@
 // here is a failed assertion, not a bug on a hot path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+mod harness;
 
-use common::raw::{self, Connect, Packet};
-use common::{Broker, Qos, Qos311, QUIET};
+use harness::raw::{self, Connect, Packet};
+use harness::{Broker, Qos, Qos311, QUIET};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 
 fn qos311(n: u8) -> Qos311 {
@@ -65,14 +65,14 @@ async fn repeated_listen_flags_open_one_listener_each_and_they_share_one_broker(
 
     let sub_id = broker.id_on("two-listeners-sub", 0);
     let pub_id = broker.id_on("two-listeners-pub", 1);
-    let mut sub = common::V5::connect(rumqttc::v5::MqttOptions::new(
+    let mut sub = harness::V5::connect(rumqttc::v5::MqttOptions::new(
         &sub_id,
         "127.0.0.1",
         broker.listeners[0].port(),
     ))
     .await;
     sub.subscribe("listeners/t", Qos::AtLeastOnce).await;
-    let mut publisher = common::V5::connect(rumqttc::v5::MqttOptions::new(
+    let mut publisher = harness::V5::connect(rumqttc::v5::MqttOptions::new(
         &pub_id,
         "127.0.0.1",
         broker.listeners[1].port(),
@@ -141,7 +141,7 @@ async fn v5_every_qos(sub_shard: u32, pub_shard: u32) {
                 .publish(&topic, qos5(pub_qos), false, payload.clone())
                 .await;
             let p = sub.recv().await;
-            assert_eq!(common::topic_of(&p), topic);
+            assert_eq!(harness::topic_of(&p), topic);
             assert_eq!(p.payload.as_ref(), payload.as_bytes());
             assert_eq!(
                 p.qos,
@@ -183,7 +183,7 @@ async fn v311_and_v5_clients_talk_to_each_other_across_shards() {
     old.publish("mixed/to-v5", Qos311::AtLeastOnce, false, "from v3.1.1")
         .await;
     let p = new.recv().await;
-    assert_eq!(common::topic_of(&p), "mixed/to-v5");
+    assert_eq!(harness::topic_of(&p), "mixed/to-v5");
     assert_eq!(p.payload.as_ref(), b"from v3.1.1");
 }
 
@@ -353,7 +353,7 @@ async fn one_subscribe_with_several_filters_gets_one_code_each() {
     for t in ["multi/zero", "multi/one", "multi/two"] {
         publisher.publish(t, Qos::ExactlyOnce, false, t).await;
         let p = sub.recv().await;
-        assert_eq!(common::topic_of(&p), t);
+        assert_eq!(harness::topic_of(&p), t);
     }
 }
 
@@ -393,7 +393,7 @@ async fn v311_connack_and_suback_bytes_are_exact() {
     c.send(&Connect::v311(&broker.id_on("bytes-v311", 0)).encode())
         .await
         .expect("send CONNECT");
-    let (first, body) = c.recv_frame(common::WAIT).await.expect("CONNACK");
+    let (first, body) = c.recv_frame(harness::WAIT).await.expect("CONNACK");
     assert_eq!(
         (first, body),
         (0x20, vec![0x00, 0x00]),
@@ -407,7 +407,7 @@ async fn v311_connack_and_suback_bytes_are_exact() {
     ))
     .await
     .expect("send SUBSCRIBE");
-    let (first, body) = c.recv_frame(common::WAIT).await.expect("SUBACK");
+    let (first, body) = c.recv_frame(harness::WAIT).await.expect("SUBACK");
     assert_eq!(
         (first, body),
         (0x90, vec![0x12, 0x34, 0x01]),
@@ -560,7 +560,7 @@ async fn packet_ids_wrap_around_after_65535_messages() {
     let mut in_flight = std::collections::HashSet::new();
     let mut acks = Vec::new();
     for n in 0..MESSAGES {
-        let p = match sub.recv(common::WAIT).await {
+        let p = match sub.recv(harness::WAIT).await {
             raw::Recv::Packet(Packet::Publish(p)) => p,
             other => panic!("subscriber, message {n}: {other:?}"),
         };

@@ -5,13 +5,13 @@
 // here is a failed assertion, not a bug on a hot path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+mod harness;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv};
-use common::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
+use harness::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv};
+use harness::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
 

@@ -6,12 +6,12 @@
 // here is a failed assertion, not a bug on a hot path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+mod harness;
 
 use std::time::Duration;
 
-use common::raw::{self, prop, Connect, Props, Value, Will};
-use common::{topic_of, Broker, Qos, Qos311, QUIET, V4, V5};
+use harness::raw::{self, prop, Connect, Props, Value, Will};
+use harness::{topic_of, Broker, Qos, Qos311, QUIET, V4, V5};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
 
@@ -299,7 +299,7 @@ async fn will_is_published_when_a_v311_client_drops() {
     .await;
     drop(client);
     let p = w.recv().await;
-    assert_eq!(common::topic_of(&p), "will/v311");
+    assert_eq!(harness::topic_of(&p), "will/v311");
     assert_eq!(p.payload.as_ref(), b"gone");
     assert_eq!(p.qos, Qos::AtLeastOnce);
     w.expect_no_publish(QUIET).await;
@@ -331,7 +331,7 @@ async fn will_is_published_with_its_properties_when_a_v5_client_drops() {
 
     let p = w.recv().await;
     assert_eq!(
-        (common::topic_of(&p).as_str(), p.payload.as_ref()),
+        (harness::topic_of(&p).as_str(), p.payload.as_ref()),
         ("will/v5", &b"gone5"[..])
     );
     let props = p.properties.expect("will properties are forwarded");
@@ -419,7 +419,7 @@ async fn v5_disconnect_with_reason_0x04_publishes_the_will() {
     r.expect_closed("after DISCONNECT").await;
     let p = w.recv().await;
     assert_eq!(
-        (common::topic_of(&p).as_str(), p.payload.as_ref()),
+        (harness::topic_of(&p).as_str(), p.payload.as_ref()),
         ("will04/t", &b"on purpose"[..])
     );
 }
@@ -460,7 +460,7 @@ async fn keep_alive_timeout_closes_the_connection_and_publishes_the_will() {
             );
         }
         let p = w.recv().await;
-        assert_eq!(common::topic_of(&p), format!("ka/{name}"));
+        assert_eq!(harness::topic_of(&p), format!("ka/{name}"));
         assert_eq!(p.payload.as_ref(), b"timed out");
     }
 }

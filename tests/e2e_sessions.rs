@@ -7,12 +7,12 @@
 // here is a failed assertion, not a bug on a hot path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+mod harness;
 
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Value};
-use common::{persistent_v4, persistent_v5, Broker, Qos, Qos311, QUIET, V4, V5, WAIT};
+use harness::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Value};
+use harness::{persistent_v4, persistent_v5, Broker, Qos, Qos311, QUIET, V4, V5, WAIT};
 
 /// A raw MQTT 5 CONNECT that resumes (or starts) a session kept for 300 s.
 fn raw_persistent_v5(id: &str) -> Connect {

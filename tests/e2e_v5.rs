@@ -7,13 +7,13 @@
 // here is a failed assertion, not a bug on a hot path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+mod harness;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv, Value};
-use common::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
+use harness::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv, Value};
+use harness::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
 
@@ -613,7 +613,7 @@ async fn publish_properties_pass_through_unchanged() {
     let mut sub = broker.v5(&broker.id_on("props-sub", 0)).await;
     sub.subscribe("props/t", Qos::AtLeastOnce).await;
     let mut v311 = broker.v4(&broker.id_on("props-v311", 0)).await;
-    v311.subscribe_ok("props/t", common::Qos311::AtLeastOnce)
+    v311.subscribe_ok("props/t", harness::Qos311::AtLeastOnce)
         .await;
 
     let mut publisher = broker.v5(&broker.id_on("props-pub", 1)).await;
