@@ -335,6 +335,34 @@ fn cases() -> Vec<Case> {
             v5_codes: &[0x82],
         },
         Case {
+            name: "retain handling 3",
+            version: raw::V5,
+            bytes: raw::subscribe(
+                raw::V5,
+                1,
+                &[("rh3/t", raw::sub_options(1, false, false, 3))],
+                &Props::new(),
+            ),
+            v5_codes: MALFORMED_OR_PROTOCOL,
+        },
+        Case {
+            name: "reserved subscription option bits",
+            version: raw::V5,
+            bytes: raw::subscribe(raw::V5, 1, &[("resbits/t", 0xC1)], &Props::new()),
+            v5_codes: MALFORMED_OR_PROTOCOL,
+        },
+        Case {
+            name: "subscription identifier 0",
+            version: raw::V5,
+            bytes: raw::subscribe(
+                raw::V5,
+                1,
+                &[("sid0/t", 1)],
+                &Props::new().with(prop::SUBSCRIPTION_IDENTIFIER, Value::VarInt(0)),
+            ),
+            v5_codes: MALFORMED_OR_PROTOCOL,
+        },
+        Case {
             name: "remaining length of 5 bytes",
             version: raw::V5,
             bytes: vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
@@ -610,7 +638,11 @@ async fn a_flood_of_ten_thousand_subscribes_is_answered_and_harms_no_one() {
     };
 
     // The healthy pair works while the flood is being processed.
-    healthy.check("during the SUBSCRIBE flood").await;
+    let took = healthy.check("during the SUBSCRIBE flood").await;
+    assert!(
+        took < HEALTHY_ROUND_TRIP_MAX,
+        "a healthy round trip took {took:?} during the SUBSCRIBE flood"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let outcome = tokio::time::timeout_at(deadline, reader).await;
     let got = subacks.load(Ordering::Relaxed);

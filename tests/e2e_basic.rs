@@ -581,3 +581,41 @@ async fn packet_ids_wrap_around_after_65535_messages() {
     }
     producer.await.expect("publisher task");
 }
+
+/// 4.3.3: until the PUBREL, a QoS 2 PUBLISH repeated with the same packet id
+/// is acknowledged again but not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_qos2_publish_before_pubrel_is_delivered_once() {
+    let broker = Broker::start();
+    let mut sub = broker.v5(&broker.id_on("q2dup-sub", 0)).await;
+    sub.subscribe("q2dup/t", Qos::ExactlyOnce).await;
+    for version in [raw::V5, raw::V311] {
+        let connect = Connect {
+            version,
+            ..Connect::v5(&broker.id_on(&format!("q2dup-pub{version}"), 1))
+        };
+        let mut publisher = broker.raw_connected(&connect).await;
+        let first = raw::Publish::new("q2dup/t", 2, format!("once v{version}").as_bytes()).pkid(5);
+        for publish in [first.clone(), first.clone().dup(true)] {
+            publisher
+                .send(&publish.encode(version))
+                .await
+                .expect("send PUBLISH");
+            match publisher.expect_non_ping("PUBREC").await {
+                Packet::PubRec { pkid: 5, code } => assert!(code < 0x80, "PUBREC {code:#x}"),
+                other => panic!("expected PUBREC 5, got {other:?}"),
+            }
+        }
+        publisher
+            .send(&raw::ack(raw::kind::PUBREL, 5))
+            .await
+            .expect("send PUBREL");
+        assert!(matches!(
+            publisher.expect_non_ping("PUBCOMP").await,
+            Packet::PubComp { pkid: 5, .. }
+        ));
+        let p = sub.recv().await;
+        assert_eq!(p.payload.as_ref(), format!("once v{version}").as_bytes());
+        sub.expect_no_publish(QUIET).await;
+    }
+}

@@ -192,6 +192,23 @@ async fn messages_larger_than_the_client_maximum_packet_size_are_not_sent_to_it(
         "the oversized message is skipped, the next one arrives"
     );
     small_sub.expect_no_publish(QUIET).await;
+
+    // Retained messages obey the limit too.
+    publisher
+        .publish("mps/retained/big", Qos::AtLeastOnce, true, vec![b'y'; 2000])
+        .await;
+    publisher
+        .publish("mps/retained/small", Qos::AtLeastOnce, true, "fits")
+        .await;
+    small_sub
+        .subscribe("mps/retained/+", Qos::AtLeastOnce)
+        .await;
+    let p = small_sub.recv().await;
+    assert_eq!(
+        (topic_of(&p).as_str(), p.payload.as_ref()),
+        ("mps/retained/small", &b"fits"[..])
+    );
+    small_sub.expect_no_publish(QUIET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +303,29 @@ async fn invalid_topic_aliases_end_the_connection_with_the_right_reason() {
     assert!(
         matches!(seen.last(), Some(Packet::Disconnect { code: 0x82, .. })),
         "empty topic with an alias never set: 0x82, got {seen:?}"
+    );
+
+    // A mapping lives as long as its connection.
+    let id = broker.id_on("alias-reconnect", 1);
+    let mut c = broker.raw_connected(&Connect::v5(&id)).await;
+    let mapped = Publish::new("alias/r", 1, b"x").prop(prop::TOPIC_ALIAS, Value::U16(1));
+    let code = c.publish(&mapped).await;
+    assert!(code < 0x80, "PUBACK {code:#x}");
+    drop(c);
+    let mut c = broker.raw_connected(&Connect::v5(&id)).await;
+    c.send(
+        &Publish::new("", 1, b"x")
+            .prop(prop::TOPIC_ALIAS, Value::U16(1))
+            .encode(raw::V5),
+    )
+    .await
+    .ok();
+    let seen = c
+        .expect_closed("an alias from the previous connection")
+        .await;
+    assert!(
+        matches!(seen.last(), Some(Packet::Disconnect { code: 0x82, .. })),
+        "an alias set on an earlier connection is unknown: 0x82, got {seen:?}"
     );
 
     let seen = publish_and_expect_close(&broker, "alias-none", Publish::new("", 1, b"x")).await;
