@@ -22,6 +22,7 @@ use tracing::{error, warn};
 
 use crate::config::{BrokerConfig, Limits};
 use crate::connection;
+use crate::control::{BrokerHandle, Control, CONTROL_POLL, CONTROL_QUEUE_MAX};
 use crate::notify::Notify;
 use crate::ring::ShardMsg;
 use crate::state::{self, Shard};
@@ -51,7 +52,7 @@ pub(crate) struct ShardCtx {
     pub shards: usize,
     pub state: RefCell<Shard>,
     pub stats: Arc<ShardStats>,
-    pub limits: Arc<Limits>,
+    limits: RefCell<Arc<Limits>>,
     pub connections: Arc<AtomicUsize>,
     senders: Senders<ShardMsg>,
     outgoing: Vec<Outgoing>,
@@ -64,6 +65,11 @@ pub(crate) struct ShardCtx {
 }
 
 impl ShardCtx {
+    /// The limits in force; a reload replaces them for what starts afterwards.
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        Arc::clone(&self.limits.borrow())
+    }
+
     /// Sends to a peer shard without waiting: straight onto the ring when it has room
     /// and nothing queues before it, else behind the queue.
     pub(crate) fn send(&self, peer: usize, msg: ShardMsg) {
@@ -228,6 +234,24 @@ async fn timer_loop(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// Answers the admin endpoint's questions, a batch per tick.
+async fn control_loop(ctx: Rc<ShardCtx>, requests: crossbeam_channel::Receiver<Control>) {
+    loop {
+        glommio::timer::sleep(CONTROL_POLL).await;
+        while let Ok(request) = requests.try_recv() {
+            match request {
+                Control::Reload { limits, reply } => {
+                    *ctx.limits.borrow_mut() = Arc::clone(&limits);
+                    ctx.state.borrow_mut().limits = limits;
+                    let _ = reply.send(());
+                }
+                other => ctx.state.borrow_mut().control(other),
+            }
+        }
+        ctx.flush().await;
+    }
+}
+
 /// Stops accepting, disconnects every client and waits (bounded) until what was
 /// queued for them is written.
 async fn shut_down(ctx: &ShardCtx, accept_tasks: Vec<glommio::Task<()>>, timeout: Duration) {
@@ -327,10 +351,12 @@ pub enum StartError {
     },
 }
 
-/// Running shards: stop them with [`Running::stop`], wait with [`Running::wait`].
+/// Running shards: stop them with [`Running::stopper`], ask them questions with
+/// [`Running::handle`], wait with [`Running::wait`].
 pub struct Running {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     stopping: Arc<AtomicBool>,
+    handle: BrokerHandle,
 }
 
 impl std::fmt::Debug for Running {
@@ -346,6 +372,11 @@ impl Running {
     /// thread, e.g. a signal handler thread.
     pub fn stopper(&self) -> Stopper {
         Stopper(Arc::clone(&self.stopping))
+    }
+
+    /// A thread-safe handle for questions about the running broker.
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
     }
 
     /// Blocks until every shard has stopped.
@@ -375,6 +406,10 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
     let stopping = Arc::new(AtomicBool::new(false));
     let shutdown_timeout = config.shutdown_timeout;
+    let (control_senders, control_receivers): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| crossbeam_channel::bounded::<Control>(CONTROL_QUEUE_MAX))
+        .unzip();
+    let mut control_receivers = control_receivers.into_iter();
     let mut handles = Vec::with_capacity(shards);
     for (id, stats) in all_stats.iter().cloned().enumerate() {
         let placement = match config.cpus.get(id) {
@@ -389,6 +424,9 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         let sys_interval = config.sys_interval;
         let ready = ready_tx.clone();
         let stopping = Arc::clone(&stopping);
+        let Some(control) = control_receivers.next() else {
+            break;
+        };
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("ringmq-shard-{id}"))
             .io_memory(SHARD_IO_MEMORY_BYTES)
@@ -413,7 +451,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                         Arc::clone(&stats),
                     )),
                     stats,
-                    limits,
+                    limits: RefCell::new(limits),
                     connections,
                     senders,
                     outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
@@ -451,6 +489,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     }
                 }
                 glommio::spawn_local(timer_loop(Rc::clone(&ctx))).detach();
+                glommio::spawn_local(control_loop(Rc::clone(&ctx), control)).detach();
                 if let (0, Some(interval)) = (id, sys_interval) {
                     glommio::spawn_local(sys_loop(
                         Rc::clone(&ctx),
@@ -487,5 +526,11 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
             }
         }
     }
-    Ok(Running { handles, stopping })
+    let ready = Arc::new(AtomicBool::new(true));
+    let handle = BrokerHandle::new(all_stats, control_senders, ready, Arc::clone(&stopping));
+    Ok(Running {
+        handles,
+        stopping,
+        handle,
+    })
 }

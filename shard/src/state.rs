@@ -30,6 +30,7 @@ use ringmq_core::session::{
 use ringmq_core::topic::{self, Filter, Match, RetainedTree, SubscriptionTrie};
 
 use crate::config::Limits;
+use crate::control::{ClientDetail, ClientInfo, Control, SubscriptionInfo};
 use crate::notify::{Notify, OneShot};
 use crate::ring::{owner_of, InterestKey, ShardMsg};
 use crate::stats::ShardStats;
@@ -58,6 +59,7 @@ impl CloseReason {
             CloseReason::Kicked(ReasonCode::Success) => "closed",
             CloseReason::Kicked(ReasonCode::KeepAliveTimeout) => "keep alive timeout",
             CloseReason::Kicked(ReasonCode::ServerShuttingDown) => "broker shutting down",
+            CloseReason::Kicked(ReasonCode::AdministrativeAction) => "kicked by an administrator",
             CloseReason::Kicked(_) => "closed by the broker",
             CloseReason::WriteFailed => "write failed or timed out",
         }
@@ -259,7 +261,7 @@ impl Shard {
         connect: Box<Connect>,
         assigned_id: bool,
         conn: &Rc<ConnHandle>,
-    ) -> Attached {
+    ) -> Result<Attached, ReasonCode> {
         let keep_alive_s = self.keep_alive_s(connect.keep_alive_s);
         let now = now();
         let connect = *connect;
@@ -272,8 +274,17 @@ impl Shard {
         };
         let expiry_s = asked_expiry_s.min(expiry_max);
 
+        let existing = self.by_client.get(&connect.client_id).copied();
+        let needs_new = existing.is_none() || connect.clean_start;
+        if needs_new && existing.is_none() && self.sessions.len() >= self.sessions_max() {
+            self.stats.connections_refused.inc();
+            return Err(match version {
+                ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
+        }
         let mut session_present = false;
-        if let Some(&key) = self.by_client.get(&connect.client_id) {
+        if let Some(key) = existing {
             self.take_over(key, connect.clean_start, now);
             if connect.clean_start {
                 self.end_session(key);
@@ -325,11 +336,11 @@ impl Shard {
         }));
 
         let Some(slot) = self.sessions.get_mut(&key) else {
-            return Attached {
+            return Ok(Attached {
                 key,
                 version,
                 keep_alive_s,
-            };
+            });
         };
         slot.expiry_s = expiry_s;
         slot.expires_at = None;
@@ -351,11 +362,42 @@ impl Shard {
         conn.wake.notify();
         self.stats.clients_connected.inc();
         self.stats.connections_total.inc();
-        Attached {
+        Ok(Attached {
             key,
             version,
             keep_alive_s,
+        })
+    }
+
+    /// This shard's share of the broker-wide session limit.
+    fn sessions_max(&self) -> usize {
+        self.limits.sessions_max.div_ceil(self.shards.max(1))
+    }
+
+    /// This shard's share of the broker-wide retained-message limit.
+    fn retained_max(&self) -> usize {
+        self.limits.retained_max.div_ceil(self.shards.max(1))
+    }
+
+    /// Keeps the timer heap in proportion to the sessions: a client that reconnects
+    /// in a loop would otherwise leave a stale entry behind each time.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.sessions.len() + 1024 {
+            return;
         }
+        let mut live = BinaryHeap::with_capacity(self.sessions.len());
+        for (&key, slot) in &self.sessions {
+            if slot.conn.is_some() {
+                continue;
+            }
+            if let Some(at) = slot.expires_at {
+                live.push(Reverse((at, key, TimerKind::SessionExpiry)));
+            }
+            if let Some(at) = slot.will_at {
+                live.push(Reverse((at, key, TimerKind::Will)));
+            }
+        }
+        self.timers = live;
     }
 
     /// The keep alive the broker holds a client to: its own, capped by
@@ -455,6 +497,7 @@ impl Shard {
             self.timers
                 .push(Reverse((at, key, TimerKind::SessionExpiry)));
         }
+        self.compact_timers();
     }
 
     /// Ends a session: its subscriptions go, and a will still waiting goes out now.
@@ -500,6 +543,93 @@ impl Shard {
             payload: will.payload,
         };
         self.route(Arc::new(Message::from_publish(publish, None, now)));
+    }
+
+    fn client_info(&self, slot: &Slot) -> ClientInfo {
+        ClientInfo {
+            client_id: slot.session.client_id.to_string(),
+            shard: usize::from(self.id),
+            connected: slot.conn.is_some(),
+            peer: slot.conn.as_ref().map(|conn| conn.peer),
+            protocol: match slot.session.version() {
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5.0",
+            },
+            subscriptions: slot.session.subscription_count(),
+            pending_messages: slot.session.pending_len(),
+            session_expiry_s: slot.expiry_s,
+        }
+    }
+
+    fn subscriptions_of(slot: &Slot) -> impl Iterator<Item = SubscriptionInfo> + '_ {
+        slot.session
+            .subscriptions()
+            .map(|(filter, entry)| SubscriptionInfo {
+                client_id: slot.session.client_id.to_string(),
+                filter: filter.to_string(),
+                qos: entry.options.qos.as_u8(),
+            })
+    }
+
+    /// Answers a question from the admin endpoint.
+    pub(crate) fn control(&mut self, request: Control) {
+        // A caller that gave up waiting dropped its receiver: nothing to do then.
+        match request {
+            Control::Clients { limit, reply } => {
+                let infos = self
+                    .sessions
+                    .values()
+                    .take(limit)
+                    .map(|slot| self.client_info(slot))
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            Control::Client { client_id, reply } => {
+                let detail = self
+                    .by_client
+                    .get(client_id.as_str())
+                    .and_then(|key| self.sessions.get(key))
+                    .map(|slot| ClientDetail {
+                        info: self.client_info(slot),
+                        subscriptions: Self::subscriptions_of(slot).collect(),
+                    });
+                let _ = reply.send(detail);
+            }
+            Control::Kick { client_id, reply } => {
+                let conn = self
+                    .by_client
+                    .get(client_id.as_str())
+                    .and_then(|key| self.sessions.get(key))
+                    .and_then(|slot| slot.conn.clone().map(|conn| (conn, slot.session.version())));
+                let kicked = conn.is_some();
+                if let Some((conn, version)) = conn {
+                    if version == ProtocolVersion::V5 {
+                        conn.write(
+                            &Packet::Disconnect(Disconnect {
+                                reason: ReasonCode::AdministrativeAction,
+                                ..Disconnect::default()
+                            }),
+                            version,
+                        );
+                    }
+                    conn.close_with(CloseReason::Kicked(ReasonCode::AdministrativeAction));
+                }
+                let _ = reply.send(kicked);
+            }
+            Control::Subscriptions { limit, reply } => {
+                let all = self
+                    .sessions
+                    .values()
+                    .flat_map(Self::subscriptions_of)
+                    .take(limit)
+                    .collect();
+                let _ = reply.send(all);
+            }
+            // Handled by the control loop, which owns the shard's limits.
+            Control::Reload { reply, .. } => {
+                let _ = reply.send(());
+            }
+        }
     }
 
     /// Tells every connected client the broker is going away (MQTT 5: DISCONNECT
@@ -555,11 +685,11 @@ impl Shard {
         publish: Publish,
     ) -> Result<(), Violation> {
         let now = now();
-        self.stats.messages_received.inc();
+        let qos = publish.qos;
+        self.stats.received(qos);
         let Some(slot) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
-        let qos = publish.qos;
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
             Inbound::Route(message, packet_id) => {
                 // Clients may not write the broker's own topics.
@@ -724,6 +854,7 @@ impl Shard {
         grant: Grant,
         now: Timestamp,
     ) {
+        let qos = grant.qos;
         let Some(slot) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -743,7 +874,7 @@ impl Shard {
                 .deliver(message, grant, now, &mut self.offline_out, true),
         };
         match delivery {
-            Delivery::Sent => self.stats.messages_sent.inc(),
+            Delivery::Sent => self.stats.sent(qos),
             Delivery::Queued => {}
             Delivery::Dropped(reason) => self.stats.dropped(reason),
         }
@@ -771,11 +902,16 @@ impl Shard {
             if self.retained.remove(&message.topic).is_some() {
                 self.stats.retained.sub(1);
             }
+        } else if self.retained.get(&message.topic).is_some() {
+            let topic = message.topic.clone();
+            self.retained.insert(&topic, message);
+        } else if self.retained.len() >= self.retained_max() {
+            // Full: the message was delivered to subscribers but is not kept.
+            self.stats.retained_dropped.inc();
         } else {
             let topic = message.topic.clone();
-            if self.retained.insert(&topic, message).is_none() {
-                self.stats.retained.inc();
-            }
+            self.retained.insert(&topic, message);
+            self.stats.retained.inc();
         }
     }
 
