@@ -268,6 +268,7 @@ async fn read_loop(
             }
         }
         ctx.flush().await;
+        crate::runtime::wait_for_congestion(ctx).await;
         // A read of a socket that always has data completes without waiting, so a
         // client that publishes flat out would keep the shard to itself: give the
         // other connections their turn after every batch.
