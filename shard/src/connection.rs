@@ -381,7 +381,9 @@ async fn dispatch(
             } else {
                 Vec::new()
             };
-            ctx.state.borrow_mut().finish_subscribe(key, plan, remote);
+            ctx.state
+                .borrow_mut()
+                .finish_subscribe(key, conn.generation, plan, remote);
         }
         Packet::Unsubscribe(unsubscribe) => ctx.state.borrow_mut().unsubscribe(key, unsubscribe),
         Packet::PingReq => conn.write(&Packet::PingResp, attached.version),

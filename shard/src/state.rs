@@ -1058,9 +1058,14 @@ impl Shard {
 
     /// Writes the SUBACK, then the retained messages the subscriptions asked for:
     /// this shard's partition plus `remote`, what the other shards answered.
+    ///
+    /// `generation` is the connection that sent the SUBSCRIBE: if the session was
+    /// taken over while the shards answered, the new connection gets nothing of it
+    /// (the subscriptions themselves stay, as part of the session).
     pub(crate) fn finish_subscribe(
         &mut self,
         key: SessionKey,
+        generation: u64,
         plan: SubscribePlan,
         remote: Vec<Arc<Message>>,
     ) {
@@ -1068,7 +1073,11 @@ impl Shard {
         let Some(slot) = self.sessions.get(&key) else {
             return;
         };
-        let Some(conn) = slot.conn.clone() else {
+        let Some(conn) = slot
+            .conn
+            .clone()
+            .filter(|conn| conn.generation == generation)
+        else {
             return;
         };
         conn.write(
