@@ -49,6 +49,10 @@ pub struct Settings {
     pub max_outbound_bytes: usize,
     /// Messages a shard-to-shard ring holds before senders wait.
     pub ring_capacity: usize,
+    /// Sessions, connected or offline, across all shards.
+    pub max_sessions: usize,
+    /// Retained topics kept across all shards.
+    pub max_retained_messages: usize,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
     /// Seconds a write may make no progress before the connection is closed.
@@ -112,6 +116,8 @@ impl Default for Settings {
             max_keep_alive: limits.keep_alive_max_s,
             max_outbound_bytes: limits.outbound_bytes_max,
             ring_capacity: limits.ring_capacity,
+            max_sessions: limits.sessions_max,
+            max_retained_messages: limits.retained_max,
             connect_timeout: limits.connect_timeout.as_secs(),
             write_timeout: limits.write_timeout.as_secs(),
             sys_interval: 10,
@@ -266,6 +272,13 @@ impl Settings {
         )?;
         in_range("max_outbound_bytes", self.max_outbound_bytes, 1024, 1 << 30)?;
         in_range("ring_capacity", self.ring_capacity, 16, 1 << 20)?;
+        in_range("max_sessions", self.max_sessions, 1, 100_000_000)?;
+        in_range(
+            "max_retained_messages",
+            self.max_retained_messages,
+            0,
+            100_000_000,
+        )?;
         in_range("connect_timeout", self.connect_timeout, 1, 3600)?;
         in_range("write_timeout", self.write_timeout, 1, 3600)?;
         in_range("sys_interval", self.sys_interval, 0, 86_400)?;
@@ -353,6 +366,8 @@ impl Settings {
             outbound_bytes_max: self.max_outbound_bytes,
             write_timeout: Duration::from_secs(self.write_timeout),
             ring_capacity: self.ring_capacity,
+            sessions_max: self.max_sessions,
+            retained_max: self.max_retained_messages,
         }
     }
 

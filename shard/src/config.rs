@@ -52,6 +52,12 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Messages one shard-to-shard ring holds before senders wait.
     pub ring_capacity: usize,
+    /// Sessions, connected or not, across all shards (split evenly); a CONNECT that
+    /// needs a new session past it is refused (3.1.1: 0x03, 5: 0x97).
+    pub sessions_max: usize,
+    /// Retained topics across all shards (split by topic owner); past it a retained
+    /// PUBLISH to a new topic is delivered but not kept, and counted.
+    pub retained_max: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +76,8 @@ impl Default for Limits {
             outbound_bytes_max: 1024 * 1024,
             write_timeout: Duration::from_secs(30),
             ring_capacity: 4096,
+            sessions_max: 1_000_000,
+            retained_max: 1_000_000,
         }
     }
 }

@@ -155,14 +155,17 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     buf.get(header.header_len + 6).copied()
 }
 
-async fn refuse(stream: &mut Stream, version: ProtocolVersion, reason: ReasonCode) {
-    let mut out = BytesMut::new();
-    let connack = Packet::ConnAck(Box::new(ConnAck {
+fn refusal(reason: ReasonCode) -> Packet {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason,
         properties: ConnAckProperties::default(),
-    }));
-    write_packet(&connack, version, &mut out);
+    }))
+}
+
+async fn refuse(stream: &mut Stream, version: ProtocolVersion, reason: ReasonCode) {
+    let mut out = BytesMut::new();
+    write_packet(&refusal(reason), version, &mut out);
     let _ = stream.write_all(&out).await;
 }
 
@@ -186,7 +189,20 @@ pub(crate) async fn serve(
     let client_id = connect.client_id.clone();
     let generation = ctx.state.borrow_mut().next_generation();
     let conn = ConnHandle::new(generation, peer);
-    let attached = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    let version = connect.protocol;
+    let attach = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    let attached = match attach {
+        Ok(attached) => attached,
+        Err(reason) => {
+            let mut writer = writer;
+            let mut out = BytesMut::new();
+            write_packet(&refusal(reason), version, &mut out);
+            let _ = writer.write_all(&out).await;
+            writer.close().await;
+            warn!(client = %client_id, %peer, %reason, "session table full; refused");
+            return;
+        }
+    };
     glommio::spawn_local(write_loop(Rc::clone(&ctx), writer, Rc::clone(&conn))).detach();
     ctx.flush().await;
     info!(client = %client_id, %peer, shard = ctx.id, version = ?attached.version, "connected");

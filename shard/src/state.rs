@@ -261,7 +261,7 @@ impl Shard {
         connect: Box<Connect>,
         assigned_id: bool,
         conn: &Rc<ConnHandle>,
-    ) -> Attached {
+    ) -> Result<Attached, ReasonCode> {
         let keep_alive_s = self.keep_alive_s(connect.keep_alive_s);
         let now = now();
         let connect = *connect;
@@ -274,8 +274,17 @@ impl Shard {
         };
         let expiry_s = asked_expiry_s.min(expiry_max);
 
+        let existing = self.by_client.get(&connect.client_id).copied();
+        let needs_new = existing.is_none() || connect.clean_start;
+        if needs_new && existing.is_none() && self.sessions.len() >= self.sessions_max() {
+            self.stats.connections_refused.inc();
+            return Err(match version {
+                ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
+        }
         let mut session_present = false;
-        if let Some(&key) = self.by_client.get(&connect.client_id) {
+        if let Some(key) = existing {
             self.take_over(key, connect.clean_start, now);
             if connect.clean_start {
                 self.end_session(key);
@@ -327,11 +336,11 @@ impl Shard {
         }));
 
         let Some(slot) = self.sessions.get_mut(&key) else {
-            return Attached {
+            return Ok(Attached {
                 key,
                 version,
                 keep_alive_s,
-            };
+            });
         };
         slot.expiry_s = expiry_s;
         slot.expires_at = None;
@@ -353,11 +362,42 @@ impl Shard {
         conn.wake.notify();
         self.stats.clients_connected.inc();
         self.stats.connections_total.inc();
-        Attached {
+        Ok(Attached {
             key,
             version,
             keep_alive_s,
+        })
+    }
+
+    /// This shard's share of the broker-wide session limit.
+    fn sessions_max(&self) -> usize {
+        self.limits.sessions_max.div_ceil(self.shards.max(1))
+    }
+
+    /// This shard's share of the broker-wide retained-message limit.
+    fn retained_max(&self) -> usize {
+        self.limits.retained_max.div_ceil(self.shards.max(1))
+    }
+
+    /// Keeps the timer heap in proportion to the sessions: a client that reconnects
+    /// in a loop would otherwise leave a stale entry behind each time.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.sessions.len() + 1024 {
+            return;
         }
+        let mut live = BinaryHeap::with_capacity(self.sessions.len());
+        for (&key, slot) in &self.sessions {
+            if slot.conn.is_some() {
+                continue;
+            }
+            if let Some(at) = slot.expires_at {
+                live.push(Reverse((at, key, TimerKind::SessionExpiry)));
+            }
+            if let Some(at) = slot.will_at {
+                live.push(Reverse((at, key, TimerKind::Will)));
+            }
+        }
+        self.timers = live;
     }
 
     /// The keep alive the broker holds a client to: its own, capped by
@@ -457,6 +497,7 @@ impl Shard {
             self.timers
                 .push(Reverse((at, key, TimerKind::SessionExpiry)));
         }
+        self.compact_timers();
     }
 
     /// Ends a session: its subscriptions go, and a will still waiting goes out now.
@@ -861,11 +902,16 @@ impl Shard {
             if self.retained.remove(&message.topic).is_some() {
                 self.stats.retained.sub(1);
             }
+        } else if self.retained.get(&message.topic).is_some() {
+            let topic = message.topic.clone();
+            self.retained.insert(&topic, message);
+        } else if self.retained.len() >= self.retained_max() {
+            // Full: the message was delivered to subscribers but is not kept.
+            self.stats.retained_dropped.inc();
         } else {
             let topic = message.topic.clone();
-            if self.retained.insert(&topic, message).is_none() {
-                self.stats.retained.inc();
-            }
+            self.retained.insert(&topic, message);
+            self.stats.retained.inc();
         }
     }
 

@@ -52,6 +52,8 @@ pub struct ShardStats {
     pub bytes_sent: Counter,
     pub subscriptions: Counter,
     pub retained: Counter,
+    /// Retained PUBLISHes to a new topic not kept because the store was full.
+    pub retained_dropped: Counter,
     pub dropped_queue_full: Counter,
     pub dropped_expired: Counter,
     pub dropped_too_large: Counter,
