@@ -414,6 +414,8 @@ const LIVE_KEYS: &[&str] = &[
     "max_topic_aliases",
     "max_keep_alive",
     "max_outbound_bytes",
+    "max_sessions",
+    "max_retained_messages",
     "connect_timeout",
     "write_timeout",
     "max_session_expiry",

@@ -201,7 +201,7 @@ fn start_admin(settings: &Settings, handle: BrokerHandle) -> anyhow::Result<Opti
     let config = AdminConfig {
         listen,
         token: Some(settings.admin.token.clone()).filter(|t| !t.is_empty()),
-        connections_max: settings.max_connections,
+        limits: settings.limits(),
     };
     match ringmq_admin::serve(config, handle) {
         Ok(server) => Ok(Some(server)),

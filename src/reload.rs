@@ -91,12 +91,12 @@ impl Reloader {
         let mut limits = new.limits();
         // The rings were sized at start; saying otherwise would mislead.
         limits.ring_capacity = self.started.ring_capacity;
-        futures_lite::future::block_on(self.handle.reload_limits(limits))
+        futures_lite::future::block_on(self.handle.reload_limits(limits.clone()))
             .context("the shards did not take the new limits")?;
         self.log_filter.set(&new.log)?;
         if let Some(admin) = &self.admin {
             admin.set_token(Some(new.admin.token.clone()).filter(|t| !t.is_empty()));
-            admin.set_connections_max(new.max_connections);
+            admin.set_limits(limits);
         }
         Ok(())
     }

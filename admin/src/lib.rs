@@ -30,7 +30,6 @@ mod api;
 mod metrics;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -43,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
-use ringmq_shard::BrokerHandle;
+use ringmq_shard::{BrokerHandle, Limits};
 use tracing::{error, warn};
 
 /// How long [`AdminServer::shutdown`] waits for requests in progress.
@@ -57,8 +56,8 @@ pub struct AdminConfig {
     /// The bearer token every route but `/health` and `/ready` requires; `None`:
     /// no token, allowed only on a loopback address.
     pub token: Option<String>,
-    /// The broker's `max_connections`, reported as `ringmq_connections_max`.
-    pub connections_max: usize,
+    /// The broker's limits, some reported as gauges (`ringmq_connections_max`).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -66,7 +65,7 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
-            .field("connections_max", &self.connections_max)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -92,7 +91,7 @@ pub enum AdminError {
 struct Admin {
     handle: BrokerHandle,
     token: RwLock<Option<String>>,
-    connections_max: Arc<AtomicUsize>,
+    limits: Arc<RwLock<Arc<Limits>>>,
     registry: Registry,
     started: Instant,
 }
@@ -140,11 +139,13 @@ impl AdminServer {
             .unwrap_or_else(PoisonError::into_inner) = token;
     }
 
-    /// The `max_connections` now in force (a configuration reload).
-    pub fn set_connections_max(&self, connections_max: usize) {
-        self.admin
-            .connections_max
-            .store(connections_max, Ordering::Relaxed);
+    /// The limits now in force (a configuration reload).
+    pub fn set_limits(&self, limits: Limits) {
+        *self
+            .admin
+            .limits
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(limits);
     }
 
     /// Stops accepting, lets requests in progress finish (briefly) and returns;
@@ -194,19 +195,19 @@ pub fn serve(config: AdminConfig, handle: BrokerHandle) -> Result<AdminServer, A
         .build()
         .map_err(AdminError::Start)?;
 
-    let connections_max = Arc::new(AtomicUsize::new(config.connections_max));
+    let limits = Arc::new(RwLock::new(Arc::new(config.limits)));
     let start_time_unix_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
     let registry = metrics::registry(metrics::BrokerCollector {
         handle: handle.clone(),
-        connections_max: Arc::clone(&connections_max),
+        limits: Arc::clone(&limits),
         start_time_unix_s,
     });
     let admin = Arc::new(Admin {
         handle,
         token: RwLock::new(token),
-        connections_max,
+        limits,
         registry,
         started: Instant::now(),
     });

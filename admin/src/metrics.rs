@@ -9,8 +9,7 @@
 //! that speak only the classic format) gets [`to_prometheus_text`] of it.
 
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -19,7 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use ringmq_shard::stats::{Counter, ShardStats};
-use ringmq_shard::BrokerHandle;
+use ringmq_shard::{BrokerHandle, Limits};
 
 /// The content type of [`to_prometheus_text`]'s output.
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -66,7 +65,7 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
     },
     ShardFamily {
         name: "ringmq_connections_rejected",
-        help: "CONNECTs refused, by reason (limit: max_connections reached).",
+        help: "CONNECTs refused, by reason (limit: max_connections or max_sessions reached).",
         unit: None,
         metric_type: MetricType::Counter,
         label: "reason",
@@ -158,6 +157,14 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
         series: &[("", |s| s.retained.get())],
     },
     ShardFamily {
+        name: "ringmq_retained_dropped",
+        help: "Retained PUBLISHes to a new topic delivered but not kept: max_retained_messages reached.",
+        unit: None,
+        metric_type: MetricType::Counter,
+        label: "",
+        series: &[("", |s| s.retained_dropped.get())],
+    },
+    ShardFamily {
         name: "ringmq_ring_full",
         help: "Messages that found a shard-to-shard ring full and had to wait.",
         unit: None,
@@ -171,8 +178,8 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
 #[derive(Debug)]
 pub(crate) struct BrokerCollector {
     pub handle: BrokerHandle,
-    /// The `max_connections` in force; a reload may change it.
-    pub connections_max: Arc<AtomicUsize>,
+    /// The limits in force; a reload may change them.
+    pub limits: Arc<RwLock<Arc<Limits>>>,
     pub start_time_unix_s: f64,
 }
 
@@ -252,12 +259,27 @@ impl Collector for BrokerCollector {
             Some(Unit::Seconds),
             self.start_time_unix_s,
         )?;
+        let limits = Arc::clone(&self.limits.read().unwrap_or_else(PoisonError::into_inner));
         encode_gauge(
             &mut encoder,
             "ringmq_connections_max",
             "The max_connections in force: connections past it are refused.",
             None,
-            self.connections_max.load(Ordering::Relaxed) as u64,
+            limits.connections_max as u64,
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "ringmq_sessions_max",
+            "The max_sessions in force: a CONNECT needing a new session past it is refused.",
+            None,
+            limits.sessions_max as u64,
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "ringmq_retained_messages_max",
+            "The max_retained_messages in force: retained messages to new topics past it are not kept.",
+            None,
+            limits.retained_max as u64,
         )?;
         let process = ProcessStats::read();
         if let Some(rss) = process.resident_memory_bytes {
