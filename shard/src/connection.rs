@@ -268,6 +268,10 @@ async fn read_loop(
             }
         }
         ctx.flush().await;
+        // A read of a socket that always has data completes without waiting, so a
+        // client that publishes flat out would keep the shard to itself: give the
+        // other connections their turn after every batch.
+        glommio::executor().yield_now().await;
         // A client that does not read its messages stops being read: its output
         // buffer, even its own PINGRESPs, never grows past the limit.
         let outbound_max = ctx.limits().outbound_bytes_max;

@@ -24,8 +24,8 @@ use ringmq_core::packet::{
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{
-    write_packet, Delivery, Grant, Inbound, Message, Session, SessionKey, SessionLimits,
-    SubscriptionEntry, Timestamp, Violation,
+    write_packet, Delivery, FrameCache, Grant, Inbound, Message, Session, SessionKey,
+    SessionLimits, SubscriptionEntry, Timestamp, Violation,
 };
 use ringmq_core::topic::{self, Filter, Match, RetainedTree, SubscriptionTrie};
 
@@ -192,6 +192,8 @@ pub(crate) struct Shard {
     pub outbox: Vec<(usize, ShardMsg)>,
     matches: Vec<(SessionKey, LocalSub)>,
     offline_out: BytesMut,
+    /// Encoded frames of the message being fanned out, shared by its subscribers.
+    frames: FrameCache,
 }
 
 impl Shard {
@@ -220,6 +222,7 @@ impl Shard {
             outbox: Vec::new(),
             matches: Vec::new(),
             offline_out: BytesMut::new(),
+            frames: FrameCache::default(),
         }
     }
 
@@ -821,6 +824,8 @@ impl Shard {
             self.deliver_to(key, message, grant, now);
         }
         self.matches = matches;
+        // The frames belong to this message: let its buffers go now.
+        self.frames.clear();
         matched
     }
 
@@ -862,16 +867,23 @@ impl Shard {
             Some(conn) => {
                 let mut out = conn.out.borrow_mut();
                 let full = out.len() >= self.limits.outbound_bytes_max;
-                let delivery = slot.session.deliver(message, grant, now, &mut out, full);
+                let delivery =
+                    slot.session
+                        .deliver(message, grant, now, &mut out, full, &mut self.frames);
                 drop(out);
                 if delivery == Delivery::Sent {
                     conn.wake.notify();
                 }
                 delivery
             }
-            None => slot
-                .session
-                .deliver(message, grant, now, &mut self.offline_out, true),
+            None => slot.session.deliver(
+                message,
+                grant,
+                now,
+                &mut self.offline_out,
+                true,
+                &mut self.frames,
+            ),
         };
         match delivery {
             Delivery::Sent => self.stats.sent(qos),

@@ -88,8 +88,10 @@ fn list_inspect_kick_reload_and_stop() {
     let subscriptions = block_on(handle.subscriptions(10)).unwrap();
     assert_eq!(subscriptions.len(), 1);
 
-    let mut limits = Limits::default();
-    limits.connections_max = 1;
+    let limits = Limits {
+        connections_max: 1,
+        ..Limits::default()
+    };
     block_on(handle.reload_limits(limits)).unwrap();
 
     assert!(block_on(handle.kick("admin-target")).unwrap());
