@@ -3,13 +3,13 @@
 //! the JSON API listing, inspecting and disconnecting a real client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod admin_common;
+mod admin_harness;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use admin_common::{
+use admin_harness::{
     eventually, http, metric_sum, mqtt_connect, mqtt_subscribe, read_packet, run_with_input, tool,
     Ringmq, WAIT,
 };

@@ -5,7 +5,7 @@
 //! protocol spoken by the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod admin_common;
+mod admin_harness;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +13,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use admin_common::{sample_names, temp_dir, tool, Ringmq, WAIT};
+use admin_harness::{sample_names, temp_dir, tool, Ringmq, WAIT};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,12 +4,12 @@
 //! need a restart. Flags given at start keep their precedence over the file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod admin_common;
+mod admin_harness;
 
 use std::net::TcpStream;
 use std::path::Path;
 
-use admin_common::{eventually, metric_sum, mqtt_connect, temp_dir, Ringmq};
+use admin_harness::{eventually, metric_sum, mqtt_connect, temp_dir, Ringmq};
 
 fn write(file: &Path, contents: &str) {
     std::fs::write(file, contents).unwrap();
