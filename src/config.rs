@@ -53,6 +53,9 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Retained topics kept across all shards.
     pub max_retained_messages: usize,
+    /// What a connected subscriber's full queue does to QoS 1/2 messages for it:
+    /// "drop" them (counted) or "backpressure" (hold their publishers until it drains).
+    pub queue_full_policy: QueueFullPolicy,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
     /// Seconds a write may make no progress before the connection is closed.
@@ -92,6 +95,13 @@ impl Default for AdminSettings {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum QueueFullPolicy {
+    Drop,
+    Backpressure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -118,6 +128,7 @@ impl Default for Settings {
             ring_capacity: limits.ring_capacity,
             max_sessions: limits.sessions_max,
             max_retained_messages: limits.retained_max,
+            queue_full_policy: QueueFullPolicy::Drop,
             connect_timeout: limits.connect_timeout.as_secs(),
             write_timeout: limits.write_timeout.as_secs(),
             sys_interval: 10,
@@ -368,6 +379,10 @@ impl Settings {
             ring_capacity: self.ring_capacity,
             sessions_max: self.max_sessions,
             retained_max: self.max_retained_messages,
+            queue_full: match self.queue_full_policy {
+                QueueFullPolicy::Drop => ringmq_shard::QueueFullPolicy::Drop,
+                QueueFullPolicy::Backpressure => ringmq_shard::QueueFullPolicy::Backpressure,
+            },
         }
     }
 

@@ -107,7 +107,26 @@ pub struct SessionLimits {
     pub topic_alias_maximum: u16,
     pub topic_levels_max: usize,
     pub subscriptions_max: usize,
+    /// What a full queue does to a QoS 1/2 message for a connected client.
+    pub queue_full: QueueFullPolicy,
 }
+
+/// What happens to a QoS 1/2 message for a connected client whose queue holds
+/// `queued_max` messages already.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QueueFullPolicy {
+    /// Drop it and count it.
+    #[default]
+    Drop,
+    /// Queue it anyway (up to twice the limit plus a little, so memory stays
+    /// bounded) and report the session congested, so the caller stops reading the
+    /// publisher until [`Session::is_congested`] is false again. Offline sessions drop
+    /// at the limit: a client that is away must not stop its publishers.
+    Backpressure,
+}
+
+/// How far past `queued_max` backpressure lets a queue grow while publishers stop.
+const BACKPRESSURE_SLACK: usize = 1024;
 
 /// What a delivery came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,7 +347,7 @@ impl Session {
         if self.online && !out_full && self.queue.is_empty() && self.window_open() {
             return self.send_outbound(Arc::clone(message), grant, now, out, Some(frames));
         }
-        if self.queue.len() >= self.limits.queued_max {
+        if self.queue.len() >= self.queue_cap() {
             return Delivery::Dropped(DropReason::QueueFull);
         }
         self.queue.push_back(Queued {
@@ -336,6 +355,25 @@ impl Session {
             grant,
         });
         Delivery::Queued
+    }
+
+    /// Past this many queued messages a delivery is dropped.
+    fn queue_cap(&self) -> usize {
+        let soft = self.limits.queued_max;
+        match self.limits.queue_full {
+            QueueFullPolicy::Backpressure if self.online => {
+                soft.saturating_mul(2).saturating_add(BACKPRESSURE_SLACK)
+            }
+            _ => soft,
+        }
+    }
+
+    /// Under [`QueueFullPolicy::Backpressure`]: the connected client's queue is at
+    /// its limit and publishers to it should wait.
+    pub fn is_congested(&self) -> bool {
+        self.limits.queue_full == QueueFullPolicy::Backpressure
+            && self.online
+            && self.queue.len() >= self.limits.queued_max
     }
 
     fn window_open(&self) -> bool {

@@ -12,8 +12,8 @@ use ringmq_core::packet::{
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{
-    Delivery, DropReason, FrameCache, Grant, Inbound, Message, Session, SessionKey, SessionLimits,
-    Timestamp,
+    Delivery, DropReason, FrameCache, Grant, Inbound, Message, QueueFullPolicy, Session,
+    SessionKey, SessionLimits, Timestamp,
 };
 
 use ProtocolVersion::{V311, V5};
@@ -26,6 +26,7 @@ fn limits() -> SessionLimits {
         topic_alias_maximum: 4,
         topic_levels_max: 8,
         subscriptions_max: 2,
+        queue_full: QueueFullPolicy::Drop,
     }
 }
 
@@ -500,5 +501,60 @@ fn shared_frames_equal_individual_encoding_with_their_own_packet_ids() {
     assert!(matches!(&delivered[0], Packet::Publish(p) if &p.payload[..] == b"other"));
     assert!(
         matches!(&delivered[1], Packet::Publish(p) if p.properties.message_expiry_interval_s == Some(30))
+    );
+}
+
+#[test]
+fn backpressure_queues_past_the_limit_while_online_and_reports_congestion() {
+    let mut s = Session::new(
+        "c".into(),
+        SessionKey(1),
+        SessionLimits {
+            queue_full: QueueFullPolicy::Backpressure,
+            ..limits()
+        },
+    );
+    let mut out = BytesMut::new();
+    s.resume(V311, None, None, T0, &mut out);
+    let mut deliveries = Vec::new();
+    for _ in 0..8 {
+        deliveries.push(s.deliver(
+            &message(QoS::AtLeastOnce, "m"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            false,
+            &mut FrameCache::default(),
+        ));
+    }
+    // Window 2 sent, then queued past the limit of 3: nothing dropped.
+    assert!(deliveries
+        .iter()
+        .all(|d| *d != Delivery::Dropped(DropReason::QueueFull)));
+    assert!(s.is_congested());
+    // Acknowledgements drain the queue; congestion ends below the limit.
+    for id in 1..=4 {
+        s.handle_puback(PacketId::new(id).unwrap(), T0, &mut out);
+    }
+    assert!(!s.is_congested(), "queue back under the limit");
+    // Offline, the limit is the limit again.
+    s.disconnect();
+    let mut dropped = 0;
+    for _ in 0..10 {
+        if let Delivery::Dropped(_) = s.deliver(
+            &message(QoS::AtLeastOnce, "m"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            false,
+            &mut FrameCache::default(),
+        ) {
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0);
+    assert!(
+        !s.is_congested(),
+        "an offline session never holds publishers"
     );
 }

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use ringmq_core::session::QueueFullPolicy;
+
 /// The broker's configuration, shared read-only by every shard.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -58,6 +60,9 @@ pub struct Limits {
     /// Retained topics across all shards (split by topic owner); past it a retained
     /// PUBLISH to a new topic is delivered but not kept, and counted.
     pub retained_max: usize,
+    /// What a connected subscriber's full queue does to QoS 1/2 messages for it:
+    /// drop them, or hold their publishers back until it drains.
+    pub queue_full: QueueFullPolicy,
 }
 
 impl Default for Limits {
@@ -78,6 +83,7 @@ impl Default for Limits {
             ring_capacity: 4096,
             sessions_max: 1_000_000,
             retained_max: 1_000_000,
+            queue_full: QueueFullPolicy::Drop,
         }
     }
 }

@@ -268,6 +268,7 @@ async fn read_loop(
             }
         }
         ctx.flush().await;
+        crate::runtime::wait_for_congestion(ctx).await;
         // A read of a socket that always has data completes without waiting, so a
         // client that publishes flat out would keep the shard to itself: give the
         // other connections their turn after every batch.
@@ -380,7 +381,9 @@ async fn dispatch(
             } else {
                 Vec::new()
             };
-            ctx.state.borrow_mut().finish_subscribe(key, plan, remote);
+            ctx.state
+                .borrow_mut()
+                .finish_subscribe(key, conn.generation, plan, remote);
         }
         Packet::Unsubscribe(unsubscribe) => ctx.state.borrow_mut().unsubscribe(key, unsubscribe),
         Packet::PingReq => conn.write(&Packet::PingResp, attached.version),

@@ -27,7 +27,7 @@ mod runtime;
 mod state;
 pub mod stats;
 
-pub use config::{BrokerConfig, Limits};
+pub use config::{BrokerConfig, Limits, QueueFullPolicy};
 pub use control::BrokerHandle;
 pub use ring::owner_of;
 pub use runtime::{start, Running, StartError, Stopper};

@@ -131,6 +131,32 @@ impl ShardCtx {
     }
 }
 
+/// Under the backpressure policy: waits until the sessions the last work left
+/// congested have drained below their limit, at most the write timeout (a client
+/// that reads but never acknowledges must not hold its publishers forever).
+pub(crate) async fn wait_for_congestion(ctx: &ShardCtx) {
+    let congested = ctx.state.borrow_mut().take_congested();
+    if congested.is_empty() {
+        return;
+    }
+    let drained = Rc::clone(&ctx.state.borrow().drained);
+    let deadline = Instant::now() + ctx.limits().write_timeout;
+    while ctx.state.borrow().any_congested(&congested) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            warn!(
+                sessions = congested.len(),
+                "subscribers stayed congested; releasing publishers"
+            );
+            return;
+        };
+        let _ = glommio::timer::timeout(left, async {
+            drained.wait().await;
+            Ok(())
+        })
+        .await;
+    }
+}
+
 /// Drains one peer's queue onto its ring, waiting for room.
 async fn flush_peer(ctx: Rc<ShardCtx>, peer: usize) {
     let Some(outgoing) = ctx.outgoing.get(peer) else {
@@ -465,6 +491,9 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     glommio::spawn_local(async move {
                         while let Some(msg) = receiver.recv().await {
                             handle_ring(&ctx, msg);
+                            // Not taking more from this ring fills it, which holds
+                            // the publishers on the other shard.
+                            wait_for_congestion(&ctx).await;
                         }
                     })
                     .detach();

@@ -31,7 +31,7 @@ use ringmq_core::topic::{self, Filter, Match, RetainedTree, SubscriptionTrie};
 
 use crate::config::Limits;
 use crate::control::{ClientDetail, ClientInfo, Control, SubscriptionInfo};
-use crate::notify::{Notify, OneShot};
+use crate::notify::{Event, Notify, OneShot};
 use crate::ring::{owner_of, InterestKey, ShardMsg};
 use crate::stats::ShardStats;
 
@@ -194,6 +194,11 @@ pub(crate) struct Shard {
     offline_out: BytesMut,
     /// Encoded frames of the message being fanned out, shared by its subscribers.
     frames: FrameCache,
+    /// Sessions the current work left congested (backpressure policy): the task
+    /// that did it waits for them before it reads more.
+    congested: Vec<SessionKey>,
+    /// Rung whenever a session's queue may have drained.
+    pub drained: Rc<Event>,
 }
 
 impl Shard {
@@ -223,6 +228,8 @@ impl Shard {
             matches: Vec::new(),
             offline_out: BytesMut::new(),
             frames: FrameCache::default(),
+            congested: Vec::new(),
+            drained: Rc::new(Event::default()),
         }
     }
 
@@ -234,6 +241,7 @@ impl Shard {
             topic_alias_maximum: self.limits.topic_alias_max,
             topic_levels_max: self.limits.topic_levels_max,
             subscriptions_max: self.limits.subscriptions_per_client_max,
+            queue_full: self.limits.queue_full,
         }
     }
 
@@ -462,6 +470,7 @@ impl Shard {
         slot.conn = None;
         slot.session.disconnect();
         self.stats.clients_connected.sub(1);
+        self.drained.notify_all();
         if let Ending::Disconnect {
             with_will,
             expiry_s,
@@ -885,6 +894,12 @@ impl Shard {
                 &mut self.frames,
             ),
         };
+        if delivery == Delivery::Queued
+            && slot.session.is_congested()
+            && !self.congested.contains(&key)
+        {
+            self.congested.push(key);
+        }
         match delivery {
             Delivery::Sent => self.stats.sent(qos),
             Delivery::Queued => {}
@@ -1043,9 +1058,14 @@ impl Shard {
 
     /// Writes the SUBACK, then the retained messages the subscriptions asked for:
     /// this shard's partition plus `remote`, what the other shards answered.
+    ///
+    /// `generation` is the connection that sent the SUBSCRIBE: if the session was
+    /// taken over while the shards answered, the new connection gets nothing of it
+    /// (the subscriptions themselves stay, as part of the session).
     pub(crate) fn finish_subscribe(
         &mut self,
         key: SessionKey,
+        generation: u64,
         plan: SubscribePlan,
         remote: Vec<Arc<Message>>,
     ) {
@@ -1053,7 +1073,11 @@ impl Shard {
         let Some(slot) = self.sessions.get(&key) else {
             return;
         };
-        let Some(conn) = slot.conn.clone() else {
+        let Some(conn) = slot
+            .conn
+            .clone()
+            .filter(|conn| conn.generation == generation)
+        else {
             return;
         };
         conn.write(
@@ -1229,6 +1253,21 @@ impl Shard {
         for reason in dropped {
             self.stats.dropped(reason);
         }
+        self.drained.notify_all();
+    }
+
+    /// The sessions the work since the last call left congested.
+    pub(crate) fn take_congested(&mut self) -> Vec<SessionKey> {
+        std::mem::take(&mut self.congested)
+    }
+
+    /// Whether any of `keys` is still congested (gone sessions are not).
+    pub(crate) fn any_congested(&self, keys: &[SessionKey]) -> bool {
+        keys.iter().any(|key| {
+            self.sessions
+                .get(key)
+                .is_some_and(|slot| slot.session.is_congested())
+        })
     }
 }
 
