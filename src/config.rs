@@ -431,6 +431,7 @@ const LIVE_KEYS: &[&str] = &[
     "max_outbound_bytes",
     "max_sessions",
     "max_retained_messages",
+    "queue_full_policy",
     "connect_timeout",
     "write_timeout",
     "max_session_expiry",
