@@ -300,3 +300,33 @@ async fn shards(State(admin): State<Arc<Admin>>) -> Json<Vec<Shard>> {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_statuses() {
+        let status = |error: ApiError| error.into_response().status();
+        assert_eq!(status(Unavailable.into()), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(ApiError::NotFound("x".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(status(ApiError::Unauthorized), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(ApiError::BadRequest("x".into())),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn list_limits_default_and_stay_bounded() {
+        let limit = |limit: Option<usize>| ListQuery { limit }.limit().ok();
+        assert_eq!(limit(None), Some(LIST_LIMIT_DEFAULT));
+        assert_eq!(limit(Some(1)), Some(1));
+        assert_eq!(limit(Some(LIST_LIMIT_MAX)), Some(LIST_LIMIT_MAX));
+        assert_eq!(limit(Some(0)), None);
+        assert_eq!(limit(Some(LIST_LIMIT_MAX + 1)), None);
+    }
+}
