@@ -110,7 +110,7 @@ async fn broker(State(admin): State<Arc<Admin>>) -> Json<Broker> {
         totals: Totals {
             connections: sum(|s| s.clients_connected.get()),
             connections_total: sum(|s| s.connections_total.get()),
-            connections_rejected: sum(|s| s.connections_refused.get()),
+            connections_rejected: sum(|s| s.connections_refused.get() + s.sessions_refused.get()),
             sessions: sum(|s| s.sessions.get()),
             subscriptions: sum(|s| s.subscriptions.get()),
             retained_messages: sum(|s| s.retained.get()),

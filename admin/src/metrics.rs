@@ -65,11 +65,14 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
     },
     ShardFamily {
         name: "ringmq_connections_rejected",
-        help: "CONNECTs refused, by reason (limit: max_connections or max_sessions reached).",
+        help: "CONNECTs refused, by reason (limit: max_connections reached; sessions: max_sessions reached).",
         unit: None,
         metric_type: MetricType::Counter,
         label: "reason",
-        series: &[("limit", |s| s.connections_refused.get())],
+        series: &[
+            ("limit", |s| s.connections_refused.get()),
+            ("sessions", |s| s.sessions_refused.get()),
+        ],
     },
     ShardFamily {
         name: "ringmq_protocol_errors",

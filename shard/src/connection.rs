@@ -93,8 +93,9 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
             ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
             ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
         };
-        refuse(&mut stream, version, reason).await;
+        // Counted first: whoever sees the refusal can already see it counted.
         ctx.stats.connections_refused.inc();
+        refuse(&mut stream, version, reason).await;
         warn!(%peer, max = limits.connections_max, "connection limit reached; refused");
         return;
     };

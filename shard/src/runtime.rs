@@ -331,7 +331,7 @@ async fn sys_loop(ctx: Rc<ShardCtx>, all: Arc<Vec<Arc<ShardStats>>>, interval: D
             ),
             (
                 "$SYS/broker/connections/refused",
-                sum(|s| s.connections_refused.get()),
+                sum(|s| s.connections_refused.get() + s.sessions_refused.get()),
             ),
         ];
         {

@@ -288,7 +288,7 @@ impl Shard {
         let existing = self.by_client.get(&connect.client_id).copied();
         let needs_new = existing.is_none() || connect.clean_start;
         if needs_new && existing.is_none() && self.sessions.len() >= self.sessions_max() {
-            self.stats.connections_refused.inc();
+            self.stats.sessions_refused.inc();
             return Err(match version {
                 ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
                 ProtocolVersion::V311 => ReasonCode::ServerUnavailable,

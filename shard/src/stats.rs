@@ -40,7 +40,10 @@ impl Counter {
 pub struct ShardStats {
     pub clients_connected: Counter,
     pub connections_total: Counter,
+    /// CONNECTs refused at the connection limit.
     pub connections_refused: Counter,
+    /// CONNECTs refused because the session table was full.
+    pub sessions_refused: Counter,
     pub sessions: Counter,
     pub messages_received: Counter,
     pub messages_sent: Counter,
