@@ -15,6 +15,7 @@
 
 #![allow(dead_code)]
 
+pub mod blocking;
 pub mod raw;
 
 use std::collections::VecDeque;
