@@ -305,6 +305,10 @@ impl<'a> Publisher<'a> {
                     self.ctx.control.sent.fetch_add(sent, Ordering::AcqRel);
                     return Ok(());
                 }
+                if self.interval_ns.is_some() && self.window.measures(sent_ns) {
+                    let lag = now.saturating_sub(sent_ns).max(1);
+                    self.ctx.stats.borrow_mut().send_lag.saturating_record(lag);
+                }
                 self.encode(link, sent_ns)?;
                 sent += 1;
             };

@@ -43,6 +43,9 @@ pub struct Results {
     pub received_per_s: f64,
     /// End to end, of messages due in the window, from their scheduled send time.
     pub latency_us: Option<Percentiles>,
+    /// Open loop: how late messages left the generator after their scheduled time
+    /// (generator lag plus broker backpressure); part of `latency_us`.
+    pub send_lag_us: Option<Percentiles>,
     pub lost: u64,
     pub duplicated: u64,
     pub reordered: u64,
@@ -138,6 +141,7 @@ impl Report {
             total
         };
         r.latency_us = merged(|t| &t.latency).and_then(|h| Percentiles::of(&h, 1e3));
+        r.send_lag_us = merged(|t| &t.send_lag).and_then(|h| Percentiles::of(&h, 1e3));
         let mut sent_by_publisher = vec![0u64; config.publishers];
         for t in &outcome.threads {
             for &(publisher, sent) in &t.sent {
@@ -322,19 +326,29 @@ impl Report {
                         let _ = writeln!(out, "  latency      no message of the window arrived");
                     }
                 }
+                if let Some(p) = &r.send_lag_us {
+                    let _ = writeln!(out, "  send lag     {}", percentiles(p, 1.0));
+                }
             }
         }
-        let _ = writeln!(
-            out,
-            "  delivery     lost {}, duplicated {}, reordered {} (QoS {}); unacked {}, refused {}, foreign {}",
-            r.lost,
-            r.duplicated,
-            r.reordered,
-            c.qos.as_u8(),
-            r.unacked,
-            r.refused,
-            r.foreign
-        );
+        if c.scenario != Scenario::Connect {
+            let order = if c.scenario == Scenario::Retained {
+                " (retained order is not defined)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  delivery     lost {}, duplicated {}, reordered {}{order} (QoS {}); unacked {}, refused {}, foreign {}",
+                r.lost,
+                r.duplicated,
+                r.reordered,
+                c.qos.as_u8(),
+                r.unacked,
+                r.refused,
+                r.foreign
+            );
+        }
         if let Some(b) = &r.broker {
             let per_million = b
                 .cpu_s_per_million_msgs
@@ -411,4 +425,110 @@ fn merge_sinks<'a>(streams: impl Iterator<Item = &'a SinkStreams>) -> BTreeMap<u
         }
     }
     sinks
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::flags::Cli;
+    use crate::run::{ThreadStats, Window};
+    use crate::stamp::SequenceTracker;
+    use clap::Parser;
+
+    fn setup(args: &str) -> (Config, Plan) {
+        let argv = std::iter::once("ringmq-bench").chain(args.split_whitespace());
+        let config = Cli::try_parse_from(argv)
+            .unwrap()
+            .scenario
+            .validate()
+            .unwrap();
+        let plan = Plan::new(&config, "000000");
+        (config, plan)
+    }
+
+    fn tracker(seqs: impl IntoIterator<Item = u32>) -> SequenceTracker {
+        let mut t = SequenceTracker::new();
+        for s in seqs {
+            t.record(s);
+        }
+        t
+    }
+
+    fn outcome(threads: Vec<ThreadStats>) -> Outcome {
+        Outcome {
+            window: Window::default(),
+            end_ns: 0,
+            threads,
+            sent_total: 0,
+            ready: 0,
+            failed: 0,
+            errors: Vec::new(),
+            errors_total: 0,
+            broker_before: None,
+            broker_after: None,
+        }
+    }
+
+    #[test]
+    fn shared_group_members_on_two_threads_are_one_sink() {
+        let (config, plan) = setup("shared --publishers 1 --subscribers 2 --qos 1 --threads 2");
+        let mut a = ThreadStats::new().unwrap();
+        a.sent.push((0, 10));
+        a.sinks.push(SinkStreams {
+            sink: 0,
+            first_publisher: 0,
+            trackers: vec![tracker(0..6)],
+        });
+        let mut b = ThreadStats::new().unwrap();
+        // 5 is delivered to both members; 9 to neither.
+        b.sinks.push(SinkStreams {
+            sink: 0,
+            first_publisher: 0,
+            trackers: vec![tracker(5..9)],
+        });
+        let report = Report::new(&config, &plan, &outcome(vec![a, b]));
+        let r = &report.results;
+        assert_eq!((r.sent, r.expected, r.received), (10, 10, 9));
+        assert_eq!((r.lost, r.duplicated), (1, 1));
+        assert_eq!(report.exit_code(), EXIT_LOSS);
+    }
+
+    #[test]
+    fn a_subscriber_that_heard_nothing_lost_everything() {
+        let (config, plan) = setup("fan-out --subscribers 2");
+        let mut t = ThreadStats::new().unwrap();
+        t.sent.push((0, 7));
+        t.sinks.push(SinkStreams {
+            sink: 0,
+            first_publisher: 0,
+            trackers: vec![tracker(0..7)],
+        });
+        let report = Report::new(&config, &plan, &outcome(vec![t]));
+        assert_eq!(
+            (
+                report.results.expected,
+                report.results.received,
+                report.results.lost
+            ),
+            (14, 7, 7)
+        );
+        // QoS 0 losses are a result, not a failure.
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn json_carries_config_and_results() {
+        let (config, plan) = setup("pairs --pairs 1 --qos 2 --mqtt 3 --rate 5");
+        let mut t = ThreadStats::new().unwrap();
+        t.latency.record(1500).unwrap();
+        let report = Report::new(&config, &plan, &outcome(vec![t]));
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["config"]["scenario"], "pairs");
+        assert_eq!(json["config"]["mqtt"], 3);
+        assert_eq!(json["config"]["qos"], 2);
+        assert_eq!(json["config"]["rate"]["mode"], "per-publisher");
+        assert_eq!(json["results"]["latency_us"]["count"], 1);
+        assert!(report.human().contains("latency"));
+    }
 }

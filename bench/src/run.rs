@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use hdrhistogram::Histogram;
 
 use crate::clock::{self, now_ns};
@@ -41,6 +41,11 @@ const SETUP_TIMEOUT_MIN: Duration = Duration::from_secs(60);
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// Error messages kept (the first ones; the rest are only counted).
 const ERRORS_MAX: usize = 20;
+/// CPU shares of the subscribers' task queue against the publishers'.
+const RECEIVE_SHARES: usize = 1000;
+const SEND_SHARES: usize = 100;
+/// How soon the publishers' queue is preempted when subscribers have work.
+const RECEIVE_LATENCY: Duration = Duration::from_micros(500);
 /// Highest latency or time a histogram holds: one hour, in nanoseconds.
 const HISTOGRAM_NS_MAX: u64 = 3_600_000_000_000;
 
@@ -122,6 +127,9 @@ pub struct SinkStreams {
 pub struct ThreadStats {
     /// End-to-end latency of messages due in the measured window, ns.
     pub latency: Histogram<u64>,
+    /// Open loop: how late messages of the window left the generator after their
+    /// scheduled time (the generator's own lag plus the broker's backpressure), ns.
+    pub send_lag: Histogram<u64>,
     /// Connect storm: from the (scheduled) start of a connection to its CONNACK, ns.
     pub connack: Histogram<u64>,
     /// Retained: from SUBSCRIBE to the last retained topic, ns.
@@ -141,13 +149,14 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
-    fn new() -> Result<ThreadStats> {
+    pub(crate) fn new() -> Result<ThreadStats> {
         let histogram = || {
             Histogram::new_with_bounds(1, HISTOGRAM_NS_MAX, 3)
                 .map_err(|e| anyhow!("histogram: {e}"))
         };
         Ok(ThreadStats {
             latency: histogram()?,
+            send_lag: histogram()?,
             connack: histogram()?,
             complete: histogram()?,
             sinks: Vec::new(),
@@ -356,15 +365,32 @@ async fn thread_main(
         start: Signal::default(),
         finish: Signal::default(),
     });
-    let watcher = glommio::spawn_local(watch(Rc::clone(&ctx)));
+    // Receiving comes first: a thread full of max-rate publishers must not delay
+    // its own subscribers, or the generator's queueing would show up as latency.
+    let executor = glommio::executor();
+    let receive = executor.create_task_queue(
+        Shares::Static(RECEIVE_SHARES),
+        Latency::Matters(RECEIVE_LATENCY),
+        "receive",
+    );
+    let send =
+        executor.create_task_queue(Shares::Static(SEND_SHARES), Latency::NotImportant, "send");
+    let spawn_err = |e| anyhow!("spawning a task: {e}");
+    let watcher = glommio::spawn_local_into(watch(Rc::clone(&ctx)), receive).map_err(spawn_err)?;
     let (storm_links, links): (Vec<_>, Vec<_>) = links
         .into_iter()
         .partition(|l| matches!(l.role, Role::Storm { .. }));
     let storm = glommio::spawn_local(storm::run(Rc::clone(&ctx), storm_links));
-    let tasks: Vec<_> = links
-        .into_iter()
-        .map(|link| glommio::spawn_local(run_link(Rc::clone(&ctx), link)))
-        .collect();
+    let mut tasks = Vec::with_capacity(links.len());
+    for link in links {
+        let queue = match link.role {
+            Role::Publisher { .. } | Role::RetainedPublisher { .. } => send,
+            _ => receive,
+        };
+        tasks.push(
+            glommio::spawn_local_into(run_link(Rc::clone(&ctx), link), queue).map_err(spawn_err)?,
+        );
+    }
     for task in tasks {
         task.await;
     }
