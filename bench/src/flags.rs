@@ -57,6 +57,12 @@ pub enum ScenarioFlags {
     Connect(Flags),
     /// R retained topics, then S wildcard subscribers: time until each has all R.
     Retained(Flags),
+    /// Not a load: a markdown table (median and spread per label) of `--json` reports.
+    Summarize {
+        /// Files with one JSON report each (as written by `--json`).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,6 +148,9 @@ pub struct Flags {
     /// Print one JSON object with the configuration and results on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A name for this run, kept in the JSON (`summarize` groups runs by it).
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
     /// Broker process to read CPU time and peak RSS of (from /proc).
     #[arg(long, value_name = "PID")]
     pub broker_pid: Option<u32>,
@@ -221,6 +230,7 @@ pub struct Config {
     pub topic_prefix: String,
     pub group: String,
     pub json: bool,
+    pub label: Option<String>,
     pub broker_pid: Option<u32>,
 }
 
@@ -259,20 +269,21 @@ impl Config {
 }
 
 impl ScenarioFlags {
-    fn split(&self) -> (Scenario, &Flags) {
-        match self {
+    fn split(&self) -> Result<(Scenario, &Flags)> {
+        Ok(match self {
             ScenarioFlags::Pairs(f) => (Scenario::Pairs, f),
             ScenarioFlags::FanIn(f) => (Scenario::FanIn, f),
             ScenarioFlags::FanOut(f) => (Scenario::FanOut, f),
             ScenarioFlags::Shared(f) => (Scenario::Shared, f),
             ScenarioFlags::Connect(f) => (Scenario::Connect, f),
             ScenarioFlags::Retained(f) => (Scenario::Retained, f),
-        }
+            ScenarioFlags::Summarize { .. } => bail!("summarize is not a load scenario"),
+        })
     }
 
     /// Checks every flag and their combination; the error says which flag and why.
     pub fn validate(&self) -> Result<Config> {
-        let (scenario, f) = self.split();
+        let (scenario, f) = self.split()?;
         let mqtt = match f.mqtt {
             3 => ProtocolVersion::V311,
             5 => ProtocolVersion::V5,
@@ -364,6 +375,7 @@ impl ScenarioFlags {
             topic_prefix: f.topic_prefix.clone(),
             group: f.group.clone(),
             json: f.json,
+            label: f.label.clone(),
             broker_pid: f.broker_pid,
         };
         check_ports(&config)?;

@@ -15,6 +15,7 @@
 //! - [`clock`]: the process-wide monotonic clock every stamp uses.
 //! - [`procstat`]: the broker's CPU time and peak RSS from `/proc`.
 //! - [`report`]: merging, the human summary, JSON and the exit code.
+//! - [`summary`]: `summarize`, a markdown table of many JSON reports.
 //!
 //! MQTT framing is ringmq's own codec (`ringmq_core::codec`). See `bench/README.md`
 //! for usage.
@@ -29,3 +30,4 @@ pub mod report;
 pub mod run;
 pub mod stamp;
 pub mod storm;
+pub mod summary;

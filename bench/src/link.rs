@@ -325,6 +325,18 @@ impl Link {
                     return Poll::Ready(Ok(Wake::Written));
                 }
             }
+            // Timer and signal before the socket: a peer that never stops sending must
+            // not hide the end of the run.
+            if let Some(timer) = timer.as_deref_mut() {
+                if Pin::new(timer).poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Wake::Timer));
+                }
+            }
+            if let Some(signal) = signal {
+                if signal.poll_raised(cx, signal_registered).is_ready() {
+                    return Poll::Ready(Ok(Wake::Signal));
+                }
+            }
             let read = SCRATCH.with_borrow_mut(|scratch| {
                 match Pin::new(&mut *stream).poll_read(cx, scratch) {
                     Poll::Ready(Ok(n)) => {
@@ -342,20 +354,9 @@ impl Link {
                     )))
                 }
                 Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Wake::Read)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
             }
-            if let Some(timer) = timer.as_deref_mut() {
-                if Pin::new(timer).poll(cx).is_ready() {
-                    return Poll::Ready(Ok(Wake::Timer));
-                }
-            }
-            if let Some(signal) = signal {
-                if signal.poll_raised(cx, signal_registered).is_ready() {
-                    return Poll::Ready(Ok(Wake::Signal));
-                }
-            }
-            Poll::Pending
         })
         .await
         .map_err(anyhow::Error::from)

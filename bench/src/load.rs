@@ -92,6 +92,9 @@ async fn setup(ctx: &ThreadCtx, plan: &LinkPlan) -> Result<(Link, u16)> {
             .acquire_permit(1)
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        if ctx.finish.is_set() {
+            bail!("the run ended before this link could connect");
+        }
         let (mut link, connack) = connect(ctx, plan.endpoint, &plan.client_id).await?;
         if let Role::Subscriber { filter, .. } = &plan.role {
             link.subscribe(filter, ctx.config.qos, HANDSHAKE_TIMEOUT)

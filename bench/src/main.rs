@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use ringmq_bench::flags::Cli;
+use ringmq_bench::flags::{Cli, ScenarioFlags};
 use ringmq_bench::plan::{self, Plan};
 use ringmq_bench::report::{Report, EXIT_ERRORS};
-use ringmq_bench::run;
+use ringmq_bench::{run, summary};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +21,10 @@ fn main() -> ExitCode {
 }
 
 fn bench(cli: Cli) -> Result<u8> {
+    if let ScenarioFlags::Summarize { files } = &cli.scenario {
+        print!("{}", summary::summarize(files)?);
+        return Ok(0);
+    }
     let config = cli.scenario.validate()?;
     let run_id = plan::new_run_id();
     let plan = Plan::new(&config, &run_id);

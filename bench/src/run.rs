@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use crate::clock::{self, now_ns};
@@ -41,11 +41,6 @@ const SETUP_TIMEOUT_MIN: Duration = Duration::from_secs(60);
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// Error messages kept (the first ones; the rest are only counted).
 const ERRORS_MAX: usize = 20;
-/// CPU shares of the subscribers' task queue against the publishers'.
-const RECEIVE_SHARES: usize = 1000;
-const SEND_SHARES: usize = 100;
-/// How soon the publishers' queue is preempted when subscribers have work.
-const RECEIVE_LATENCY: Duration = Duration::from_micros(500);
 /// Highest latency or time a histogram holds: one hour, in nanoseconds.
 const HISTOGRAM_NS_MAX: u64 = 3_600_000_000_000;
 
@@ -365,32 +360,18 @@ async fn thread_main(
         start: Signal::default(),
         finish: Signal::default(),
     });
-    // Receiving comes first: a thread full of max-rate publishers must not delay
-    // its own subscribers, or the generator's queueing would show up as latency.
-    let executor = glommio::executor();
-    let receive = executor.create_task_queue(
-        Shares::Static(RECEIVE_SHARES),
-        Latency::Matters(RECEIVE_LATENCY),
-        "receive",
-    );
-    let send =
-        executor.create_task_queue(Shares::Static(SEND_SHARES), Latency::NotImportant, "send");
-    let spawn_err = |e| anyhow!("spawning a task: {e}");
-    let watcher = glommio::spawn_local_into(watch(Rc::clone(&ctx)), receive).map_err(spawn_err)?;
+    // One task queue for all. A separate subscriber queue with more shares and
+    // Latency::Matters was measured (pairs, QoS 1, max rate): it cut throughput by
+    // 3-5x and added multi-second stalls. Every link yields after each batch instead.
+    let watcher = glommio::spawn_local(watch(Rc::clone(&ctx)));
     let (storm_links, links): (Vec<_>, Vec<_>) = links
         .into_iter()
         .partition(|l| matches!(l.role, Role::Storm { .. }));
     let storm = glommio::spawn_local(storm::run(Rc::clone(&ctx), storm_links));
-    let mut tasks = Vec::with_capacity(links.len());
-    for link in links {
-        let queue = match link.role {
-            Role::Publisher { .. } | Role::RetainedPublisher { .. } => send,
-            _ => receive,
-        };
-        tasks.push(
-            glommio::spawn_local_into(run_link(Rc::clone(&ctx), link), queue).map_err(spawn_err)?,
-        );
-    }
+    let tasks: Vec<_> = links
+        .into_iter()
+        .map(|link| glommio::spawn_local(run_link(Rc::clone(&ctx), link)))
+        .collect();
     for task in tasks {
         task.await;
     }
