@@ -347,13 +347,11 @@ impl Link {
                 }
             });
             match read {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the broker closed the connection",
-                    )))
-                }
-                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Wake::Read)),
+                Poll::Ready(Ok(0)) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the broker closed the connection",
+                ))),
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(Wake::Read)),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             }
