@@ -211,6 +211,8 @@ struct Publisher<'a> {
     next_seq: u32,
     /// Nanoseconds between two scheduled sends; `None` at max rate.
     interval_ns: Option<f64>,
+    /// Offset of this publisher's schedule, in intervals (0..1).
+    phase: f64,
     window: Window,
     sent_in_window: u64,
     refused: u64,
@@ -245,15 +247,19 @@ impl<'a> Publisher<'a> {
                 Rate::Max => None,
                 Rate::PerPublisher(rate) => Some(1e9 / rate),
             },
+            phase: f64::from(index) / ctx.config.publishers.max(1) as f64,
             window: ctx.window(),
             sent_in_window: 0,
             refused: 0,
         }
     }
 
-    /// When message `seq` is due (open loop).
+    /// When message `seq` is due (open loop). Publisher `i` of `n` starts `i/n` of an
+    /// interval late, so the publishers together send evenly rather than all at the
+    /// same instants (1000 publishers at 10 msg/s are 10,000 msg/s, not 10 bursts of
+    /// 1000).
     fn scheduled_ns(&self, seq: u32, interval_ns: f64) -> u64 {
-        self.window.start_ns + (f64::from(seq) * interval_ns) as u64
+        self.window.start_ns + ((f64::from(seq) + self.phase) * interval_ns) as u64
     }
 
     /// Messages due by `now` (all of them at max rate).
@@ -261,7 +267,14 @@ impl<'a> Publisher<'a> {
         match self.interval_ns {
             None => u64::MAX,
             Some(_) if now < self.window.start_ns => 0,
-            Some(interval) => ((now - self.window.start_ns) as f64 / interval) as u64 + 1,
+            Some(interval) => {
+                let elapsed = (now - self.window.start_ns) as f64 / interval;
+                if elapsed < self.phase {
+                    0
+                } else {
+                    (elapsed - self.phase) as u64 + 1
+                }
+            }
         }
     }
 

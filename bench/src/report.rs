@@ -58,6 +58,10 @@ pub struct Results {
     pub connect: Option<ConnectResults>,
     pub retained: Option<RetainedResults>,
     pub broker: Option<BrokerResults>,
+    /// ringmq-bench's own CPU seconds over the same span, and as a share of the
+    /// time its threads had (near 1.0: the generator may be the limit).
+    pub generator_cpu_s: Option<f64>,
+    pub generator_cpu_share: Option<f64>,
     pub errors: Vec<String>,
     pub errors_total: usize,
 }
@@ -224,6 +228,13 @@ impl Report {
                 peak_rss_bytes: after.peak_rss_bytes,
                 peak_rss_before_bytes: before.peak_rss_bytes,
             });
+        }
+        if let (Some(before), Some(after)) = (outcome.generator_before, outcome.generator_after) {
+            let cpu_s = (after.cpu_s - before.cpu_s).max(0.0);
+            let span_s = outcome.end_ns.saturating_sub(outcome.window.start_ns) as f64 / 1e9;
+            r.generator_cpu_s = Some(cpu_s);
+            r.generator_cpu_share =
+                (span_s > 0.0).then(|| cpu_s / (span_s * config.threads.max(1) as f64));
         }
         r.errors = outcome.errors.clone();
         r.errors_total = outcome.errors_total;
@@ -467,6 +478,8 @@ mod tests {
             errors_total: 0,
             broker_before: None,
             broker_after: None,
+            generator_before: None,
+            generator_after: None,
         }
     }
 

@@ -203,6 +203,9 @@ pub struct Outcome {
     pub errors_total: usize,
     pub broker_before: Option<ProcSample>,
     pub broker_after: Option<ProcSample>,
+    /// This process over the same span: is the generator itself near its limit?
+    pub generator_before: Option<ProcSample>,
+    pub generator_after: Option<ProcSample>,
 }
 
 /// Runs `plan` to the end and returns what every thread measured.
@@ -244,7 +247,8 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
             Err(e) => bail!("generator thread {t} failed: {e}"),
         }
     }
-    let (window, end_ns, broker_before, broker_after) = coordinated?;
+    let (window, end_ns, [broker_before, broker_after, generator_before, generator_after]) =
+        coordinated?;
     let (errors, errors_total) = control.errors();
     Ok(Outcome {
         window,
@@ -257,10 +261,13 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
         errors_total,
         broker_before,
         broker_after,
+        generator_before,
+        generator_after,
     })
 }
 
-type Coordinated = (Window, u64, Option<ProcSample>, Option<ProcSample>);
+/// The window, the end, and broker and generator samples before and after.
+type Coordinated = (Window, u64, [Option<ProcSample>; 4]);
 
 /// Moves the run through its phases from the calling (non-executor) thread.
 fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordinated> {
@@ -287,6 +294,7 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
         }
     }
     let broker_before = config.broker_pid.map(procstat::sample).transpose()?;
+    let generator_before = procstat::sample(std::process::id()).ok();
     let window = Window::new(config, now_ns() + clock::as_ns(START_DELAY));
     control.start_ns.store(window.start_ns, Ordering::Release);
     let deadline = window.drain_end_ns;
@@ -312,7 +320,17 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
     }
     let end_ns = now_ns();
     let broker_after = config.broker_pid.map(procstat::sample).transpose()?;
-    Ok((window, end_ns, broker_before, broker_after))
+    let generator_after = procstat::sample(std::process::id()).ok();
+    Ok((
+        window,
+        end_ns,
+        [
+            broker_before,
+            broker_after,
+            generator_before,
+            generator_after,
+        ],
+    ))
 }
 
 /// Waits until every copy of every sent message arrived, nothing arrived for

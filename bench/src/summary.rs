@@ -69,6 +69,11 @@ const LOAD_COLUMNS: &[Column] = &[
         path: &["results", "broker", "peak_rss_bytes"],
         scale: 1.0 / (1024.0 * 1024.0),
     },
+    Column {
+        header: "generator CPU share",
+        path: &["results", "generator_cpu_share"],
+        scale: 1.0,
+    },
 ];
 
 const CONNECT_COLUMNS: &[Column] = &[
@@ -233,7 +238,7 @@ mod tests {
             "{table}"
         );
         // No broker figures in these reports.
-        assert!(row_a.ends_with("| - | - |"), "{row_a}");
+        assert!(row_a.ends_with("| - | - | - |"), "{row_a}");
     }
 
     #[test]
