@@ -371,6 +371,14 @@ impl Report {
                 b.peak_rss_bytes as f64 / (1024.0 * 1024.0)
             );
         }
+        if let (Some(cpu_s), Some(share)) = (r.generator_cpu_s, r.generator_cpu_share) {
+            let _ = writeln!(
+                out,
+                "  generator    cpu {cpu_s:.2} s ({:.0}% of its {} thread(s))",
+                share * 100.0,
+                c.threads
+            );
+        }
         if r.errors_total > 0 {
             let _ = writeln!(
                 out,
