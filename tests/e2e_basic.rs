@@ -1,10 +1,14 @@
 //! Start-up, publish/subscribe at every QoS in both protocol versions,
 //! same-shard and cross-shard pairs, wildcards and unsubscribe.
 
-mod common;
+// A test states its expectations with unwrap/expect and indexing: a panic
+// here is a failed assertion, not a bug on a hot path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use common::raw::{self, Connect, Packet};
-use common::{Broker, Qos, Qos311, QUIET};
+mod harness;
+
+use harness::raw::{self, Connect, Packet};
+use harness::{Broker, Qos, Qos311, QUIET};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 
 fn qos311(n: u8) -> Qos311 {
@@ -61,14 +65,14 @@ async fn repeated_listen_flags_open_one_listener_each_and_they_share_one_broker(
 
     let sub_id = broker.id_on("two-listeners-sub", 0);
     let pub_id = broker.id_on("two-listeners-pub", 1);
-    let mut sub = common::V5::connect(rumqttc::v5::MqttOptions::new(
+    let mut sub = harness::V5::connect(rumqttc::v5::MqttOptions::new(
         &sub_id,
         "127.0.0.1",
         broker.listeners[0].port(),
     ))
     .await;
     sub.subscribe("listeners/t", Qos::AtLeastOnce).await;
-    let mut publisher = common::V5::connect(rumqttc::v5::MqttOptions::new(
+    let mut publisher = harness::V5::connect(rumqttc::v5::MqttOptions::new(
         &pub_id,
         "127.0.0.1",
         broker.listeners[1].port(),
@@ -137,7 +141,7 @@ async fn v5_every_qos(sub_shard: u32, pub_shard: u32) {
                 .publish(&topic, qos5(pub_qos), false, payload.clone())
                 .await;
             let p = sub.recv().await;
-            assert_eq!(common::topic_of(&p), topic);
+            assert_eq!(harness::topic_of(&p), topic);
             assert_eq!(p.payload.as_ref(), payload.as_bytes());
             assert_eq!(
                 p.qos,
@@ -179,7 +183,7 @@ async fn v311_and_v5_clients_talk_to_each_other_across_shards() {
     old.publish("mixed/to-v5", Qos311::AtLeastOnce, false, "from v3.1.1")
         .await;
     let p = new.recv().await;
-    assert_eq!(common::topic_of(&p), "mixed/to-v5");
+    assert_eq!(harness::topic_of(&p), "mixed/to-v5");
     assert_eq!(p.payload.as_ref(), b"from v3.1.1");
 }
 
@@ -219,13 +223,11 @@ async fn order_is_kept_per_publisher_and_topic_across_shards() {
     let broker = Broker::start();
     let mut sub = broker.v5(&broker.id_on("order-sub", 0)).await;
     sub.subscribe("order/t", Qos::AtLeastOnce).await;
-    let publisher = broker.v5(&broker.id_on("order-pub", 1)).await;
+    let mut publisher = broker.v5(&broker.id_on("order-pub", 1)).await;
     for i in 0..MESSAGES {
         publisher
-            .client
-            .publish("order/t", Qos::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue PUBLISH");
+            .publish_nowait("order/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
     for i in 0..MESSAGES {
         let p = sub.recv().await;
@@ -351,7 +353,7 @@ async fn one_subscribe_with_several_filters_gets_one_code_each() {
     for t in ["multi/zero", "multi/one", "multi/two"] {
         publisher.publish(t, Qos::ExactlyOnce, false, t).await;
         let p = sub.recv().await;
-        assert_eq!(common::topic_of(&p), t);
+        assert_eq!(harness::topic_of(&p), t);
     }
 }
 
@@ -391,7 +393,7 @@ async fn v311_connack_and_suback_bytes_are_exact() {
     c.send(&Connect::v311(&broker.id_on("bytes-v311", 0)).encode())
         .await
         .expect("send CONNECT");
-    let (first, body) = c.recv_frame(common::WAIT).await.expect("CONNACK");
+    let (first, body) = c.recv_frame(harness::WAIT).await.expect("CONNACK");
     assert_eq!(
         (first, body),
         (0x20, vec![0x00, 0x00]),
@@ -405,10 +407,215 @@ async fn v311_connack_and_suback_bytes_are_exact() {
     ))
     .await
     .expect("send SUBSCRIBE");
-    let (first, body) = c.recv_frame(common::WAIT).await.expect("SUBACK");
+    let (first, body) = c.recv_frame(harness::WAIT).await.expect("SUBACK");
     assert_eq!(
         (first, body),
         (0x90, vec![0x12, 0x34, 0x01]),
         "SUBACK grants QoS 1"
     );
+}
+
+/// Deterministic bytes that no encoding bug can reproduce by accident.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + i / 251) % 256) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_payload_arrives_intact_across_shards() {
+    let broker = Broker::start();
+    let mut sub = broker.v4(&broker.id_on("large-sub", 0)).await;
+    sub.subscribe_ok("large/t", Qos311::AtLeastOnce).await;
+    let mut publisher = broker.v4(&broker.id_on("large-pub", 1)).await;
+    let payload = pattern(900 * 1024);
+    publisher
+        .publish("large/t", Qos311::AtLeastOnce, false, payload.clone())
+        .await;
+    let p = sub.recv().await;
+    assert_eq!(p.payload.len(), payload.len());
+    assert!(
+        p.payload.as_ref() == payload.as_slice(),
+        "payload bytes differ"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_each_get_their_own_messages() {
+    const CLIENTS: usize = 100;
+    let broker = Broker::start_with(&["--shards", "3"]);
+    let mut subs = Vec::new();
+    for i in 0..CLIENTS {
+        let id = broker.id_on(&format!("many{i}"), (i % 3) as u32);
+        let mut c = broker.raw_connected(&Connect::v311(&id)).await;
+        let topic = format!("many/{i}");
+        assert_eq!(
+            c.subscribe(1, &[(&topic, 1)], &raw::Props::new()).await,
+            vec![1]
+        );
+        subs.push(c);
+    }
+    let mut publisher = broker.v5(&broker.id_on("many-pub", 2)).await;
+    for i in 0..CLIENTS {
+        publisher
+            .publish(&format!("many/{i}"), Qos::AtLeastOnce, false, i.to_string())
+            .await;
+    }
+    for (i, c) in subs.iter_mut().enumerate() {
+        let p = c.expect_publish().await;
+        assert_eq!(p.topic, format!("many/{i}"));
+        assert_eq!(p.payload, i.to_string().as_bytes());
+        c.send(&raw::ack(raw::kind::PUBACK, p.pkid))
+            .await
+            .expect("send PUBACK");
+    }
+    for c in &mut subs {
+        c.expect_silence(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// 3.1.1 (3.3.5) and 5.0 (3.3.4): with overlapping subscriptions the client
+/// gets the message at the highest QoS of those that match (possibly more
+/// than one copy, never none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_subscriptions_deliver_at_the_highest_qos() {
+    let broker = Broker::start();
+    let mut sub = broker.v4(&broker.id_on("overlap-sub", 1)).await;
+    sub.subscribe_ok("overlap/#", Qos311::AtMostOnce).await;
+    sub.subscribe_ok("overlap/b", Qos311::ExactlyOnce).await;
+    let mut publisher = broker.v4(&broker.id_on("overlap-pub", 0)).await;
+    publisher
+        .publish("overlap/b", Qos311::ExactlyOnce, false, "both")
+        .await;
+    let first = sub.recv().await;
+    let mut qos = vec![first.qos];
+    let mut more = broker.v4(&broker.id_on("overlap-marker", 0)).await;
+    more.publish("overlap/marker", Qos311::AtMostOnce, false, "end")
+        .await;
+    loop {
+        let p = sub.recv().await;
+        if p.topic == "overlap/marker" {
+            break;
+        }
+        assert_eq!(p.payload.as_ref(), b"both");
+        qos.push(p.qos);
+    }
+    assert!(
+        qos.contains(&Qos311::ExactlyOnce),
+        "delivered at the highest matching QoS, got {qos:?}"
+    );
+}
+
+/// More QoS 1 messages than there are packet ids: the broker's ids towards
+/// the subscriber wrap around without reusing one still in flight or using 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packet_ids_wrap_around_after_65535_messages() {
+    const MESSAGES: u32 = 66_000;
+    const WINDOW: u16 = 50;
+    let broker = Broker::start();
+    let mut sub = broker
+        .raw_connected(&Connect::v311(&broker.id_on("wrap-sub", 0)))
+        .await;
+    assert_eq!(
+        sub.subscribe(1, &[("wrap/t", 1)], &raw::Props::new()).await,
+        vec![1]
+    );
+    let mut publisher = broker
+        .raw_connected(&Connect::v311(&broker.id_on("wrap-pub", 1)))
+        .await;
+
+    // The publisher stays at most AHEAD_MAX messages ahead of the subscriber,
+    // well inside the broker's per-session queue (--max-queued-messages,
+    // default 1000), so no message may be dropped.
+    const AHEAD_MAX: u32 = 400;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = std::sync::Arc::clone(&received);
+    let producer = tokio::spawn(async move {
+        let mut next = 0u32;
+        while next < MESSAGES {
+            while next >= seen.load(std::sync::atomic::Ordering::Relaxed) + AHEAD_MAX {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let batch = (MESSAGES - next).min(u32::from(WINDOW));
+            let mut bytes = Vec::new();
+            for k in 0..batch {
+                let pkid = (k + 1) as u16;
+                let payload = (next + k).to_be_bytes();
+                bytes.extend_from_slice(
+                    &raw::Publish::new("wrap/t", 1, &payload)
+                        .pkid(pkid)
+                        .encode(raw::V311),
+                );
+            }
+            publisher.send(&bytes).await.expect("send PUBLISH batch");
+            for _ in 0..batch {
+                match publisher.expect_non_ping("PUBACK").await {
+                    Packet::PubAck { .. } => {}
+                    other => panic!("publisher: expected PUBACK, got {other:?}"),
+                }
+            }
+            next += batch;
+        }
+        publisher
+    });
+
+    let mut in_flight = std::collections::HashSet::new();
+    let mut acks = Vec::new();
+    for n in 0..MESSAGES {
+        let p = match sub.recv(harness::WAIT).await {
+            raw::Recv::Packet(Packet::Publish(p)) => p,
+            other => panic!("subscriber, message {n}: {other:?}"),
+        };
+        assert_ne!(p.pkid, 0, "packet id 0 is not allowed");
+        assert!(
+            in_flight.insert(p.pkid),
+            "packet id {} reused while in flight",
+            p.pkid
+        );
+        assert_eq!(p.payload, n.to_be_bytes(), "message {n} in order");
+        received.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        acks.extend_from_slice(&raw::ack(raw::kind::PUBACK, p.pkid));
+        if acks.len() >= 4 * 16 || n + 1 == MESSAGES {
+            sub.send(&acks).await.expect("send PUBACKs");
+            acks.clear();
+            in_flight.clear();
+        }
+    }
+    producer.await.expect("publisher task");
+}
+
+/// 4.3.3: until the PUBREL, a QoS 2 PUBLISH repeated with the same packet id
+/// is acknowledged again but not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_qos2_publish_before_pubrel_is_delivered_once() {
+    let broker = Broker::start();
+    let mut sub = broker.v5(&broker.id_on("q2dup-sub", 0)).await;
+    sub.subscribe("q2dup/t", Qos::ExactlyOnce).await;
+    for version in [raw::V5, raw::V311] {
+        let connect = Connect {
+            version,
+            ..Connect::v5(&broker.id_on(&format!("q2dup-pub{version}"), 1))
+        };
+        let mut publisher = broker.raw_connected(&connect).await;
+        let first = raw::Publish::new("q2dup/t", 2, format!("once v{version}").as_bytes()).pkid(5);
+        for publish in [first.clone(), first.clone().dup(true)] {
+            publisher
+                .send(&publish.encode(version))
+                .await
+                .expect("send PUBLISH");
+            match publisher.expect_non_ping("PUBREC").await {
+                Packet::PubRec { pkid: 5, code } => assert!(code < 0x80, "PUBREC {code:#x}"),
+                other => panic!("expected PUBREC 5, got {other:?}"),
+            }
+        }
+        publisher
+            .send(&raw::ack(raw::kind::PUBREL, 5))
+            .await
+            .expect("send PUBREL");
+        assert!(matches!(
+            publisher.expect_non_ping("PUBCOMP").await,
+            Packet::PubComp { pkid: 5, .. }
+        ));
+        let p = sub.recv().await;
+        assert_eq!(p.payload.as_ref(), format!("once v{version}").as_bytes());
+        sub.expect_no_publish(QUIET).await;
+    }
 }

@@ -1,13 +1,17 @@
 //! The configurable limits (`--max-*`, `--connect-timeout`) as a client sees
 //! them, and the `$SYS` topics.
 
-mod common;
+// A test states its expectations with unwrap/expect and indexing: a panic
+// here is a failed assertion, not a bug on a hot path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod harness;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv};
-use common::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
+use harness::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv};
+use harness::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
 
@@ -268,10 +272,10 @@ async fn connect_timeout_closes_silent_and_half_sent_connections() {
     let opened = Instant::now();
     let seen = silent.expect_closed("no CONNECT within 1 s").await;
     assert!(seen.is_empty(), "{seen:?}");
+    let waited = opened.elapsed();
     assert!(
-        opened.elapsed() >= Duration::from_millis(900),
-        "closed after {:?}, limit 1 s",
-        opened.elapsed()
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "closed after {waited:?}, limit 1 s"
     );
 
     let mut half = broker.raw(raw::V5).await;
@@ -310,13 +314,11 @@ async fn max_inflight_bounds_unacknowledged_messages_to_a_v311_client() {
         sub.subscribe(1, &[("inflight/t", 1)], &Props::new()).await,
         vec![1]
     );
-    let publisher = broker.v5(&broker.id_on("inflight-pub", 1)).await;
+    let mut publisher = broker.v5(&broker.id_on("inflight-pub", 1)).await;
     for i in 0..MESSAGES {
         publisher
-            .client
-            .publish("inflight/t", Qos::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue");
+            .publish_nowait("inflight/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
     let mut unacked = VecDeque::new();
     let mut got = Vec::new();
@@ -417,8 +419,11 @@ async fn sys_until(
     latest
 }
 
+/// The leading number of a `$SYS` value ("12", "12 seconds").
 fn int_of(map: &BTreeMap<String, String>, topic: &str) -> Option<u64> {
-    map.get(topic).and_then(|v| v.trim().parse().ok())
+    map.get(topic)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,6 +431,7 @@ async fn sys_topics_are_published_every_interval() {
     let broker = Broker::start_with(&["--sys-interval", "1"]);
     let mut everything = broker.v5(&broker.id_on("sys-hash", 1)).await;
     everything.subscribe("#", Qos::AtMostOnce).await;
+    everything.subscribe("+/broker/#", Qos::AtMostOnce).await;
     let mut sys = broker.v5(&broker.id_on("sys-sub", 0)).await;
     sys.subscribe("$SYS/#", Qos::AtMostOnce).await;
 
@@ -448,21 +454,23 @@ async fn sys_topics_are_published_every_interval() {
     for t in required.iter().filter(|t| !t.ends_with("version")) {
         let v = &seen[*t];
         assert!(
-            v.trim()
-                .split_whitespace()
+            v.split_whitespace()
                 .next()
                 .is_some_and(|n| n.parse::<u64>().is_ok()),
             "{t} is a number: {v:?}"
         );
     }
-    assert!(
-        int_of(&seen, "$SYS/broker/clients/connected").unwrap_or(0) >= 2,
-        "{seen:#?}"
-    );
-    assert!(
-        int_of(&seen, "$SYS/broker/subscriptions/count").unwrap_or(0) >= 2,
-        "{seen:#?}"
-    );
+    // The first values may be retained from before these clients came; a
+    // later period must count them.
+    let seen = sys_until(
+        &mut sys,
+        "the two connected clients and their subscriptions",
+        |m| {
+            int_of(m, "$SYS/broker/clients/connected").unwrap_or(0) >= 2
+                && int_of(m, "$SYS/broker/subscriptions/count").unwrap_or(0) >= 2
+        },
+    )
+    .await;
 
     // The counters follow what clients do.
     let mut extra = Vec::new();

@@ -3,13 +3,16 @@
 //! session expiry), QoS 2 exactly once across reconnects, expiry, clean start
 //! and the session-present flag.
 
-mod common;
+// A test states its expectations with unwrap/expect and indexing: a panic
+// here is a failed assertion, not a bug on a hot path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod harness;
 
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Value};
-use common::{persistent_v4, persistent_v5, Broker, Qos, Qos311, QUIET, V4, V5};
-use rumqttc::v5::mqttbytes::v5 as mq5;
+use harness::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Value};
+use harness::{persistent_v4, persistent_v5, Broker, Qos, Qos311, QUIET, V4, V5, WAIT};
 
 /// A raw MQTT 5 CONNECT that resumes (or starts) a session kept for 300 s.
 fn raw_persistent_v5(id: &str) -> Connect {
@@ -27,37 +30,50 @@ fn session_present(connack: &Packet) -> bool {
     }
 }
 
+// The connection that is taken over is a raw client: rumqttc 0.25 cannot
+// parse a DISCONNECT whose property length is omitted (`E0 01 8E`, valid per
+// MQTT 5.0 3.14.2.2) and reports "connection closed by peer" instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_takeover_sends_0x8e_to_the_old_connection_and_the_new_one_works() {
     let broker = Broker::start();
     let id = broker.id_on("takeover-v5", 1);
     let mut publisher = broker.v5(&broker.id_on("takeover-v5-pub", 0)).await;
-    let mut current = broker.v5(&id).await;
+    let mut current = broker.raw_connected(&Connect::v5(&id)).await;
     // Several rounds, since the kernel picks the accepting shard: at least one
     // takeover is then likely to start on the shard that does not own the id.
-    for round in 0..4 {
-        let mut next = broker.v5(&id).await;
+    for round in 0..4u16 {
+        let (mut next, connack) = RawClient::connect(broker.port(), &Connect::v5(&id)).await;
         assert!(
-            !next.connack.session_present,
-            "clean start: no session present"
+            matches!(
+                connack,
+                Packet::ConnAck {
+                    code: 0,
+                    session_present: false,
+                    ..
+                }
+            ),
+            "{connack:?}"
         );
-        let reason = current.expect_server_disconnect().await;
-        assert_eq!(
-            reason,
-            mq5::DisconnectReasonCode::SessionTakenOver,
-            "round {round}"
+        let seen = current.expect_closed("the taken-over connection").await;
+        assert!(
+            matches!(seen.as_slice(), [Packet::Disconnect { code: 0x8E, .. }]),
+            "round {round}: DISCONNECT 0x8E (session taken over) then close, got {seen:?}"
         );
-        current.expect_closed().await;
 
         let topic = format!("takeover/v5/{round}");
-        next.subscribe(&topic, Qos::AtLeastOnce).await;
+        assert_eq!(
+            next.subscribe(round + 1, &[(&topic, 1)], &Props::new())
+                .await,
+            vec![1]
+        );
         publisher
             .publish(&topic, Qos::AtLeastOnce, false, format!("round {round}"))
             .await;
-        assert_eq!(
-            next.recv().await.payload.as_ref(),
-            format!("round {round}").as_bytes()
-        );
+        let p = next.expect_publish().await;
+        assert_eq!(p.payload, format!("round {round}").as_bytes());
+        next.send(&raw::ack(kind::PUBACK, p.pkid))
+            .await
+            .expect("send PUBACK");
         current = next;
     }
 }
@@ -87,14 +103,18 @@ async fn v311_takeover_closes_the_old_connection() {
 async fn takeover_of_a_persistent_session_keeps_its_subscriptions() {
     let broker = Broker::start();
     let id = broker.id_on("takeover-keep", 1);
-    let mut old = V5::connect(persistent_v5(&broker, &id, 300)).await;
-    old.subscribe("keep/t", Qos::AtLeastOnce).await;
+    let mut old = broker.raw_connected(&raw_persistent_v5(&id)).await;
+    assert_eq!(
+        old.subscribe(1, &[("keep/t", 1)], &Props::new()).await,
+        vec![1]
+    );
 
     let mut new = V5::connect(persistent_v5(&broker, &id, 300)).await;
     assert!(new.connack.session_present, "the session was resumed");
-    assert_eq!(
-        old.expect_server_disconnect().await,
-        mq5::DisconnectReasonCode::SessionTakenOver
+    let seen = old.expect_closed("the taken-over connection").await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect { code: 0x8E, .. }]),
+        "{seen:?}"
     );
 
     let mut publisher = broker.v5(&broker.id_on("takeover-keep-pub", 0)).await;
@@ -517,4 +537,162 @@ async fn max_session_expiry_caps_what_the_client_asks() {
         !session_present(&connack),
         "the session expired after the capped 1 s, not 300 s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_session_expiry_also_ends_v311_persistent_sessions() {
+    let broker = Broker::start_with(&["--max-session-expiry", "1"]);
+    let id = broker.id_on("capped-v311", 1);
+    let c = V4::connect(persistent_v4(&broker, &id)).await;
+    c.disconnect().await;
+    let c = V4::connect(persistent_v4(&broker, &id)).await;
+    assert!(c.connack.session_present, "resumed within the second");
+    c.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let c = V4::connect(persistent_v4(&broker, &id)).await;
+    assert!(
+        !c.connack.session_present,
+        "a 3.1.1 persistent session lives --max-session-expiry offline"
+    );
+}
+
+/// A QoS 1 message in flight to a connection that is taken over (resuming
+/// the session) is resent to the new connection with DUP and the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_messages_move_to_the_connection_that_takes_over() {
+    let broker = Broker::start();
+    let id = broker.id_on("inflight-move", 0);
+    let mut old = broker.raw_connected(&raw_persistent_v5(&id)).await;
+    assert_eq!(
+        old.subscribe(1, &[("move/t", 1)], &Props::new()).await,
+        vec![1]
+    );
+    let mut publisher = broker.v5(&broker.id_on("inflight-move-pub", 1)).await;
+    publisher
+        .publish("move/t", Qos::AtLeastOnce, false, "unacked")
+        .await;
+    let first = old.expect_publish().await;
+
+    let (mut new, connack) = RawClient::connect(broker.port(), &raw_persistent_v5(&id)).await;
+    assert!(session_present(&connack));
+    let seen = old.expect_closed("the taken-over connection").await;
+    assert!(
+        matches!(seen.as_slice(), [Packet::Disconnect { code: 0x8E, .. }]),
+        "{seen:?}"
+    );
+    let again = new.expect_publish().await;
+    assert_eq!(
+        (again.payload.as_slice(), again.pkid, again.dup),
+        (&b"unacked"[..], first.pkid, true)
+    );
+    new.send(&raw::ack(kind::PUBACK, again.pkid))
+        .await
+        .expect("send PUBACK");
+    new.expect_silence(QUIET).await;
+}
+
+/// What a rumqttc user sees of a takeover: the DISCONNECT reason 0x8E.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rumqttc_client_sees_session_taken_over() {
+    let broker = Broker::start();
+    let id = broker.id_on("takeover-rumqttc", 0);
+    let mut old = broker.v5(&id).await;
+    let _new = broker.v5(&id).await;
+    assert_eq!(
+        old.expect_server_disconnect().await,
+        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
+    );
+}
+
+/// Ten connections with one client id at once: the broker ends up with
+/// exactly one of them open, and the others were closed (v5: with 0x8E).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connects_with_one_id_leave_exactly_one_connection() {
+    const CONNECTIONS: usize = 10;
+    let broker = Broker::start_with(&["--shards", "3"]);
+    let id = broker.id_on("race", 2);
+    let port = broker.port();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = RawClient::open(port, raw::V5).await;
+            c.send(&Connect::v5(&id).encode()).await.ok();
+            c
+        }));
+    }
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.expect("connect task"));
+    }
+    // First every CONNECT is answered (CONNACK, or a close), so every
+    // takeover has started; then each connection either stays open or is
+    // closed, after at most a CONNACK and a DISCONNECT 0x8E.
+    let mut seen_by = Vec::new();
+    let mut closed_by = Vec::new();
+    for c in &mut conns {
+        let mut seen = Vec::new();
+        let closed = loop {
+            match c.recv(WAIT).await {
+                raw::Recv::Packet(p) => {
+                    let answered = matches!(p, Packet::ConnAck { .. });
+                    seen.push(p);
+                    if answered {
+                        break false;
+                    }
+                }
+                raw::Recv::Closed => break true,
+                raw::Recv::TimedOut => panic!("no CONNACK and no close within {WAIT:?}"),
+            }
+        };
+        seen_by.push(seen);
+        closed_by.push(closed);
+    }
+    let mut open = Vec::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let mut seen = std::mem::take(&mut seen_by[i]);
+        let closed = closed_by[i]
+            || loop {
+                match c.recv(Duration::from_millis(1500)).await {
+                    raw::Recv::Packet(p) => seen.push(p),
+                    raw::Recv::Closed => break true,
+                    raw::Recv::TimedOut => break false,
+                }
+            };
+        for p in &seen {
+            assert!(
+                matches!(
+                    p,
+                    Packet::ConnAck { code: 0, .. } | Packet::Disconnect { code: 0x8E, .. }
+                ),
+                "connection {i}: unexpected {p:?} in {seen:?}"
+            );
+        }
+        if closed {
+            assert!(
+                !seen.iter().any(|p| matches!(p, Packet::ConnAck { .. }))
+                    || seen
+                        .iter()
+                        .any(|p| matches!(p, Packet::Disconnect { code: 0x8E, .. })),
+                "connection {i}: accepted, then closed without DISCONNECT 0x8E: {seen:?}"
+            );
+        } else {
+            assert!(
+                matches!(seen.as_slice(), [Packet::ConnAck { code: 0, .. }]),
+                "connection {i} is open: {seen:?}"
+            );
+            open.push(c);
+        }
+    }
+    assert_eq!(open.len(), 1, "exactly one connection survives");
+    let survivor = &mut open[0];
+    assert_eq!(
+        survivor.subscribe(1, &[("race/t", 1)], &Props::new()).await,
+        vec![1]
+    );
+    let mut publisher = broker.v5(&broker.id_on("race-pub", 0)).await;
+    publisher
+        .publish("race/t", Qos::AtLeastOnce, false, "to the survivor")
+        .await;
+    assert_eq!(survivor.expect_publish().await.payload, b"to the survivor");
 }

@@ -3,13 +3,17 @@
 //! shared subscriptions across shards, property passthrough, AUTH with an
 //! unsupported method and assigned client ids.
 
-mod common;
+// A test states its expectations with unwrap/expect and indexing: a panic
+// here is a failed assertion, not a bug on a hot path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod harness;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use common::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv, Value};
-use common::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
+use harness::raw::{self, kind, prop, Connect, Packet, Props, Publish, RawClient, Recv, Value};
+use harness::{persistent_v5, topic_of, Broker, Qos, QUIET, V5, WAIT};
 use rumqttc::v5::mqttbytes::v5 as mq5;
 use tokio::time::Instant;
 
@@ -28,13 +32,11 @@ async fn receive_maximum_of_the_client_bounds_qos1_in_flight() {
         vec![1]
     );
 
-    let publisher = broker.v5(&broker.id_on("rm-pub", 1)).await;
+    let mut publisher = broker.v5(&broker.id_on("rm-pub", 1)).await;
     for i in 0..MESSAGES {
         publisher
-            .client
-            .publish("rm/t", Qos::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue");
+            .publish_nowait("rm/t", Qos::AtLeastOnce, false, i.to_string())
+            .await;
     }
 
     let mut unacked: VecDeque<u16> = VecDeque::new();
@@ -190,6 +192,23 @@ async fn messages_larger_than_the_client_maximum_packet_size_are_not_sent_to_it(
         "the oversized message is skipped, the next one arrives"
     );
     small_sub.expect_no_publish(QUIET).await;
+
+    // Retained messages obey the limit too.
+    publisher
+        .publish("mps/retained/big", Qos::AtLeastOnce, true, vec![b'y'; 2000])
+        .await;
+    publisher
+        .publish("mps/retained/small", Qos::AtLeastOnce, true, "fits")
+        .await;
+    small_sub
+        .subscribe("mps/retained/+", Qos::AtLeastOnce)
+        .await;
+    let p = small_sub.recv().await;
+    assert_eq!(
+        (topic_of(&p).as_str(), p.payload.as_ref()),
+        ("mps/retained/small", &b"fits"[..])
+    );
+    small_sub.expect_no_publish(QUIET).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +303,29 @@ async fn invalid_topic_aliases_end_the_connection_with_the_right_reason() {
     assert!(
         matches!(seen.last(), Some(Packet::Disconnect { code: 0x82, .. })),
         "empty topic with an alias never set: 0x82, got {seen:?}"
+    );
+
+    // A mapping lives as long as its connection.
+    let id = broker.id_on("alias-reconnect", 1);
+    let mut c = broker.raw_connected(&Connect::v5(&id)).await;
+    let mapped = Publish::new("alias/r", 1, b"x").prop(prop::TOPIC_ALIAS, Value::U16(1));
+    let code = c.publish(&mapped).await;
+    assert!(code < 0x80, "PUBACK {code:#x}");
+    drop(c);
+    let mut c = broker.raw_connected(&Connect::v5(&id)).await;
+    c.send(
+        &Publish::new("", 1, b"x")
+            .prop(prop::TOPIC_ALIAS, Value::U16(1))
+            .encode(raw::V5),
+    )
+    .await
+    .ok();
+    let seen = c
+        .expect_closed("an alias from the previous connection")
+        .await;
+    assert!(
+        matches!(seen.last(), Some(Packet::Disconnect { code: 0x82, .. })),
+        "an alias set on an earlier connection is unknown: 0x82, got {seen:?}"
     );
 
     let seen = publish_and_expect_close(&broker, "alias-none", Publish::new("", 1, b"x")).await;
@@ -611,7 +653,7 @@ async fn publish_properties_pass_through_unchanged() {
     let mut sub = broker.v5(&broker.id_on("props-sub", 0)).await;
     sub.subscribe("props/t", Qos::AtLeastOnce).await;
     let mut v311 = broker.v4(&broker.id_on("props-v311", 0)).await;
-    v311.subscribe_ok("props/t", common::Qos311::AtLeastOnce)
+    v311.subscribe_ok("props/t", harness::Qos311::AtLeastOnce)
         .await;
 
     let mut publisher = broker.v5(&broker.id_on("props-pub", 1)).await;
@@ -791,4 +833,45 @@ async fn connack_advertises_the_features_in_use() {
     ] {
         assert_ne!(props.int(id), Some(0), "{name} available");
     }
+}
+
+/// A PUBREL for a packet id the broker does not hold is still completed:
+/// PUBCOMP with 0x92 (packet identifier not found), or 0x00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubrel_for_an_unknown_packet_id_gets_pubcomp() {
+    let broker = Broker::start();
+    let mut c = broker
+        .raw_connected(&Connect::v5(&broker.id_on("unknown-rel", 0)))
+        .await;
+    c.send(&raw::ack(kind::PUBREL, 77))
+        .await
+        .expect("send PUBREL");
+    match c.expect_non_ping("PUBCOMP").await {
+        Packet::PubComp { pkid: 77, code } => {
+            assert!(code == 0x92 || code == 0x00, "PUBCOMP reason {code:#x}")
+        }
+        other => panic!("expected PUBCOMP 77, got {other:?}"),
+    }
+    c.send(&raw::pingreq()).await.expect("send PINGREQ");
+    assert_eq!(c.expect_packet("PINGRESP").await, Packet::PingResp);
+}
+
+/// MQTT 5.0 3.3.1.3: retained messages go to a new non-shared subscription
+/// only; a shared subscription gets live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_get_no_retained_messages() {
+    let broker = Broker::start();
+    let mut publisher = broker.v5(&broker.id_on("share-ret-pub", 1)).await;
+    publisher
+        .publish("share-ret/t", Qos::AtLeastOnce, true, "retained")
+        .await;
+    let mut member = broker.v5(&broker.id_on("share-ret-m", 0)).await;
+    member
+        .subscribe("$share/g/share-ret/t", Qos::AtLeastOnce)
+        .await;
+    member.expect_no_publish(QUIET).await;
+    publisher
+        .publish("share-ret/t", Qos::AtLeastOnce, false, "live")
+        .await;
+    assert_eq!(member.recv().await.payload.as_ref(), b"live");
 }

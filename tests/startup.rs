@@ -52,8 +52,8 @@ fn bad_flags_are_refused_with_a_message() {
     for (args, needle) in [
         (&["--cpus", "3-1"][..], "ends before it starts"),
         (&["--listen", "not-an-address"][..], "not-an-address"),
-        (&["--shards", "0"][..], "--shards"),
-        (&["--log", "loud=="][..], "--log"),
+        (&["--max-inflight", "0"][..], "`max_inflight` = 0"),
+        (&["--log", "loud=="][..], "`log`"),
         (&["--shards", "4", "--cpus", "0-1"][..], "needs 4 CPUs"),
     ] {
         let output = ringmq(&[], args);

@@ -107,7 +107,26 @@ pub struct SessionLimits {
     pub topic_alias_maximum: u16,
     pub topic_levels_max: usize,
     pub subscriptions_max: usize,
+    /// What a full queue does to a QoS 1/2 message for a connected client.
+    pub queue_full: QueueFullPolicy,
 }
+
+/// What happens to a QoS 1/2 message for a connected client whose queue holds
+/// `queued_max` messages already.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QueueFullPolicy {
+    /// Drop it and count it.
+    #[default]
+    Drop,
+    /// Queue it anyway (up to twice the limit plus a little, so memory stays
+    /// bounded) and report the session congested, so the caller stops reading the
+    /// publisher until [`Session::is_congested`] is false again. Offline sessions drop
+    /// at the limit: a client that is away must not stop its publishers.
+    Backpressure,
+}
+
+/// How far past `queued_max` backpressure lets a queue grow while publishers stop.
+const BACKPRESSURE_SLACK: usize = 1024;
 
 /// What a delivery came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,6 +292,7 @@ impl Session {
                         now,
                         self.client_packet_max,
                         out,
+                        None,
                     );
                 }
                 OutState::Released => write_packet(
@@ -300,6 +320,7 @@ impl Session {
         now: Timestamp,
         out: &mut BytesMut,
         out_full: bool,
+        frames: &mut FrameCache,
     ) -> Delivery {
         if message.is_expired(now) {
             return Delivery::Dropped(DropReason::Expired);
@@ -317,15 +338,16 @@ impl Session {
                 now,
                 self.client_packet_max,
                 out,
+                Some(frames),
             ) {
                 Ok(()) => Delivery::Sent,
                 Err(reason) => Delivery::Dropped(reason),
             };
         }
         if self.online && !out_full && self.queue.is_empty() && self.window_open() {
-            return self.send_outbound(Arc::clone(message), grant, now, out);
+            return self.send_outbound(Arc::clone(message), grant, now, out, Some(frames));
         }
-        if self.queue.len() >= self.limits.queued_max {
+        if self.queue.len() >= self.queue_cap() {
             return Delivery::Dropped(DropReason::QueueFull);
         }
         self.queue.push_back(Queued {
@@ -333,6 +355,25 @@ impl Session {
             grant,
         });
         Delivery::Queued
+    }
+
+    /// Past this many queued messages a delivery is dropped.
+    fn queue_cap(&self) -> usize {
+        let soft = self.limits.queued_max;
+        match self.limits.queue_full {
+            QueueFullPolicy::Backpressure if self.online => {
+                soft.saturating_mul(2).saturating_add(BACKPRESSURE_SLACK)
+            }
+            _ => soft,
+        }
+    }
+
+    /// Under [`QueueFullPolicy::Backpressure`]: the connected client's queue is at
+    /// its limit and publishers to it should wait.
+    pub fn is_congested(&self) -> bool {
+        self.limits.queue_full == QueueFullPolicy::Backpressure
+            && self.online
+            && self.queue.len() >= self.limits.queued_max
     }
 
     fn window_open(&self) -> bool {
@@ -359,6 +400,7 @@ impl Session {
         grant: Grant,
         now: Timestamp,
         out: &mut BytesMut,
+        frames: Option<&mut FrameCache>,
     ) -> Delivery {
         let packet_id = self.allocate_packet_id();
         match write_publish(
@@ -370,6 +412,7 @@ impl Session {
             now,
             self.client_packet_max,
             out,
+            frames,
         ) {
             Ok(()) => {
                 self.inflight.push_back(Outbound {
@@ -398,7 +441,7 @@ impl Session {
                 continue;
             }
             if let Delivery::Dropped(reason) =
-                self.send_outbound(queued.message, queued.grant, now, out)
+                self.send_outbound(queued.message, queued.grant, now, out, None)
             {
                 dropped.push(reason);
             }
@@ -608,10 +651,11 @@ pub fn write_packet(packet: &Packet, version: ProtocolVersion, out: &mut BytesMu
     );
 }
 
-/// Encodes one PUBLISH of `message` for a client.
+/// Encodes one PUBLISH of `message` for a client, from `frames` when it holds the
+/// same form already (see [`FrameCache`]).
 #[allow(clippy::too_many_arguments)]
 fn write_publish(
-    message: &Message,
+    message: &Arc<Message>,
     grant: &Grant,
     packet_id: Option<PacketId>,
     dup: bool,
@@ -619,7 +663,23 @@ fn write_publish(
     now: Timestamp,
     client_packet_max: Option<u32>,
     out: &mut BytesMut,
+    frames: Option<&mut FrameCache>,
 ) -> Result<(), DropReason> {
+    if let Some(frames) = frames.filter(|_| !dup && grant.subscription_ids.is_empty()) {
+        let frame = frames.frame(message, grant, version, now)?;
+        if client_packet_max.is_some_and(|max| frame.bytes.len() > max as usize) {
+            return Err(DropReason::TooLarge);
+        }
+        let start = out.len();
+        out.extend_from_slice(&frame.bytes);
+        if let Some(id) = packet_id {
+            let at = start + frame.packet_id_at;
+            if let Some(slot) = out.get_mut(at..at + 2) {
+                slot.copy_from_slice(&id.get().to_be_bytes());
+            }
+        }
+        return Ok(());
+    }
     let publish = outbound_publish(message, grant, packet_id, dup, version, now);
     let len =
         codec::publish_len(&publish, version).map_err(|_: EncodeError| DropReason::TooLarge)?;
@@ -628,6 +688,90 @@ fn write_publish(
     }
     codec::encode_publish(&publish, version, out).map_err(|_| DropReason::TooLarge)?;
     Ok(())
+}
+
+/// The encoded PUBLISH of one message in each form its subscribers receive it in, so
+/// a message fanned out to many sessions is encoded once per form (protocol version,
+/// QoS, RETAIN flag) instead of once per session. A QoS 1/2 frame is stored with a
+/// placeholder packet id that each copy overwrites.
+///
+/// The cache belongs to one message at one instant: it empties itself when asked for
+/// another message or another `now` (the remaining expiry may differ), and holds the
+/// message so its address cannot be reused while frames are kept.
+#[derive(Debug, Default)]
+pub struct FrameCache {
+    message: Option<Arc<Message>>,
+    now: Timestamp,
+    frames: Vec<CachedFrame>,
+}
+
+#[derive(Debug)]
+struct CachedFrame {
+    version: ProtocolVersion,
+    qos: QoS,
+    retain: bool,
+    bytes: Bytes,
+    /// Where the packet id sits in `bytes` (QoS 1/2).
+    packet_id_at: usize,
+}
+
+/// Stands in for the real packet id in a shared QoS 1/2 frame.
+const PLACEHOLDER_PACKET_ID: PacketId = match PacketId::new(1) {
+    Some(id) => id,
+    None => panic!("1 is a valid packet id"),
+};
+
+impl FrameCache {
+    /// Drops the frames and the message they belong to.
+    pub fn clear(&mut self) {
+        self.message = None;
+        self.frames.clear();
+    }
+
+    fn frame(
+        &mut self,
+        message: &Arc<Message>,
+        grant: &Grant,
+        version: ProtocolVersion,
+        now: Timestamp,
+    ) -> Result<&CachedFrame, DropReason> {
+        let same_message = self
+            .message
+            .as_ref()
+            .is_some_and(|m| Arc::ptr_eq(m, message));
+        if !same_message || self.now != now {
+            self.frames.clear();
+            self.message = Some(Arc::clone(message));
+            self.now = now;
+        }
+        let found = self
+            .frames
+            .iter()
+            .position(|f| f.version == version && f.qos == grant.qos && f.retain == grant.retain);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let packet_id = (grant.qos != QoS::AtMostOnce).then_some(PLACEHOLDER_PACKET_ID);
+                let publish = outbound_publish(message, grant, packet_id, false, version, now);
+                let mut bytes = BytesMut::new();
+                codec::encode_publish(&publish, version, &mut bytes)
+                    .map_err(|_| DropReason::TooLarge)?;
+                // After the fixed header (1 byte + remaining length) and the topic.
+                let remaining_len_bytes =
+                    bytes.iter().skip(1).take_while(|b| *b & 0x80 != 0).count() + 1;
+                let packet_id_at = 1 + remaining_len_bytes + 2 + message.topic.len();
+                self.frames.push(CachedFrame {
+                    version,
+                    qos: grant.qos,
+                    retain: grant.retain,
+                    bytes: bytes.freeze(),
+                    packet_id_at,
+                });
+                self.frames.len() - 1
+            }
+        };
+        self.frames.get(index).ok_or(DropReason::TooLarge)
+    }
 }
 
 /// The PUBLISH one client receives: its QoS, RETAIN flag and subscription ids, and

@@ -604,6 +604,68 @@ fn a_written_reason_code_is_followed_by_the_property_length() {
 }
 
 #[test]
+fn the_encoder_refuses_what_a_decoder_would_refuse() {
+    use ringmq_core::codec::EncodeError;
+    use ringmq_core::packet::{ConnAck, ConnAckProperties, Will, WillProperties};
+    let publish = |topic: &str| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: None,
+            properties: PublishProperties::default(),
+            payload: bytes::Bytes::new(),
+        })
+    };
+    let mut buf = BytesMut::new();
+    for topic in ["a/+", "a/#", "a\0b", ""] {
+        assert!(
+            matches!(
+                codec::encode(&publish(topic), V311, &mut buf),
+                Err(EncodeError::Invalid(_))
+            ),
+            "{topic:?}"
+        );
+    }
+    let connect = |will_topic: &str, auth_data: bool| {
+        Packet::Connect(Box::new(Connect {
+            protocol: V5,
+            clean_start: true,
+            keep_alive_s: 0,
+            client_id: "c".into(),
+            will: Some(Will {
+                topic: will_topic.into(),
+                payload: bytes::Bytes::new(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: WillProperties::default(),
+            }),
+            username: None,
+            password: None,
+            properties: ConnectProperties {
+                authentication_data: auth_data.then(|| bytes::Bytes::from_static(b"x")),
+                ..ConnectProperties::default()
+            },
+        }))
+    };
+    assert!(codec::encode(&connect("w", false), V5, &mut buf).is_ok());
+    assert!(codec::encode(&connect("", false), V5, &mut buf).is_err());
+    assert!(codec::encode(&connect("w/#", false), V5, &mut buf).is_err());
+    assert!(codec::encode(&connect("w", true), V5, &mut buf).is_err());
+    let connack = Packet::ConnAck(Box::new(ConnAck {
+        session_present: false,
+        reason: ReasonCode::Success,
+        properties: ConnAckProperties {
+            maximum_qos: Some(QoS::ExactlyOnce),
+            ..ConnAckProperties::default()
+        },
+    }));
+    assert!(codec::encode(&connack, V5, &mut buf).is_err());
+    assert!(buf.len() < 64, "only the valid CONNECT was written");
+}
+
+#[test]
 fn decoded_publish_borrows_the_read_buffer() {
     let bytes = frame(0x30, &cat(&[&s("t"), b"payload"]));
     let mut buf = BytesMut::from(&bytes[..]);

@@ -12,7 +12,8 @@ use ringmq_core::packet::{
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{
-    Delivery, DropReason, Grant, Inbound, Message, Session, SessionKey, SessionLimits, Timestamp,
+    Delivery, DropReason, FrameCache, Grant, Inbound, Message, QueueFullPolicy, Session,
+    SessionKey, SessionLimits, Timestamp,
 };
 
 use ProtocolVersion::{V311, V5};
@@ -25,6 +26,7 @@ fn limits() -> SessionLimits {
         topic_alias_maximum: 4,
         topic_levels_max: 8,
         subscriptions_max: 2,
+        queue_full: QueueFullPolicy::Drop,
     }
 }
 
@@ -86,6 +88,7 @@ fn window_limits_inflight_then_queue_then_drop() {
                 T0,
                 &mut out,
                 false,
+                &mut FrameCache::default(),
             )
         })
         .collect();
@@ -124,6 +127,7 @@ fn client_receive_maximum_narrows_the_window() {
         T0,
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     let b = s.deliver(
         &message(QoS::ExactlyOnce, "b"),
@@ -131,6 +135,7 @@ fn client_receive_maximum_narrows_the_window() {
         T0,
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     assert_eq!((a, b), (Delivery::Sent, Delivery::Queued));
 }
@@ -146,6 +151,7 @@ fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
         T0,
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     s.deliver(
         &message(QoS::ExactlyOnce, "two"),
@@ -153,6 +159,7 @@ fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
         T0,
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     packets(&mut out, V311);
     // QoS 2 reaches PUBREC: the broker answers PUBREL and waits for PUBCOMP.
@@ -171,7 +178,8 @@ fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
             grant(QoS::AtLeastOnce),
             T0,
             &mut out,
-            false
+            false,
+            &mut FrameCache::default()
         ),
         Delivery::Queued
     );
@@ -181,7 +189,8 @@ fn resume_resends_unacknowledged_with_dup_and_pubrel_for_released() {
             grant(QoS::AtMostOnce),
             T0,
             &mut out,
-            false
+            false,
+            &mut FrameCache::default()
         ),
         Delivery::Dropped(DropReason::QueueFull)
     );
@@ -299,13 +308,21 @@ fn expiry_counts_down_and_drops_expired() {
         Timestamp(T0.0 + 2_500),
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     match &packets(&mut out, V5)[..] {
         [Packet::Publish(p)] => assert_eq!(p.properties.message_expiry_interval_s, Some(8)),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.deliver(&m, grant(QoS::AtMostOnce), T0.plus_s(10), &mut out, false),
+        s.deliver(
+            &m,
+            grant(QoS::AtMostOnce),
+            T0.plus_s(10),
+            &mut out,
+            false,
+            &mut FrameCache::default()
+        ),
         Delivery::Dropped(DropReason::Expired)
     );
 }
@@ -321,6 +338,7 @@ fn messages_over_the_client_maximum_packet_size_are_not_sent() {
         T0,
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     let large = s.deliver(
         &message(QoS::AtMostOnce, "this payload is longer than twenty bytes"),
@@ -328,6 +346,7 @@ fn messages_over_the_client_maximum_packet_size_are_not_sent() {
         T0,
         &mut out,
         false,
+        &mut FrameCache::default(),
     );
     assert_eq!(
         (small, large),
@@ -346,7 +365,8 @@ fn full_output_drops_qos0_and_queues_qos1() {
             grant(QoS::AtMostOnce),
             T0,
             &mut out,
-            true
+            true,
+            &mut FrameCache::default()
         ),
         Delivery::Dropped(DropReason::QueueFull)
     );
@@ -356,7 +376,8 @@ fn full_output_drops_qos0_and_queues_qos1() {
             grant(QoS::AtLeastOnce),
             T0,
             &mut out,
-            true
+            true,
+            &mut FrameCache::default()
         ),
         Delivery::Queued
     );
@@ -399,5 +420,141 @@ fn subscription_limit_and_publish_rules() {
     assert_eq!(
         s.handle_publish(with_sub_id, T0).unwrap_err().reason,
         ReasonCode::ProtocolError
+    );
+}
+
+#[test]
+fn shared_frames_equal_individual_encoding_with_their_own_packet_ids() {
+    let mut frames = FrameCache::default();
+    let mut m = Message::clone(&message(QoS::ExactlyOnce, "shared payload"));
+    m.expires_at = Some(T0.plus_s(60));
+    m.properties.content_type = Some("text/plain".into());
+    let m = Arc::new(m);
+    let mut outputs = Vec::new();
+    for (n, version, qos) in [
+        (0, V311, QoS::AtLeastOnce),
+        (1, V311, QoS::AtLeastOnce),
+        (2, V5, QoS::AtLeastOnce),
+        (3, V5, QoS::AtMostOnce),
+        (4, V5, QoS::ExactlyOnce),
+    ] {
+        let mut s = Session::new("c".into(), SessionKey(10 + n), limits());
+        let mut out = BytesMut::new();
+        s.resume(version, None, None, T0, &mut out);
+        // Give each session a different next packet id: n messages, each acknowledged.
+        for id in 1..=n {
+            s.deliver(
+                &message(QoS::AtLeastOnce, "x"),
+                grant(QoS::AtLeastOnce),
+                T0,
+                &mut out,
+                false,
+                &mut FrameCache::default(),
+            );
+            s.handle_puback(PacketId::new(id as u16).unwrap(), T0, &mut out);
+        }
+        out.clear();
+        let shared = s.deliver(&m, grant(qos), T0, &mut out, false, &mut frames);
+        assert_eq!(shared, Delivery::Sent);
+        outputs.push((version, qos, n, out));
+    }
+    for (version, qos, n, mut out) in outputs {
+        let [Packet::Publish(p)] = &packets(&mut out, version)[..] else {
+            panic!("one PUBLISH");
+        };
+        assert_eq!(&p.payload[..], b"shared payload");
+        assert_eq!(&*p.topic, "t");
+        assert_eq!(p.qos, qos);
+        if qos == QoS::AtMostOnce {
+            assert_eq!(p.packet_id, None);
+        } else {
+            assert_eq!(p.packet_id, PacketId::new(n as u16 + 1), "session {n}");
+        }
+        if version == V5 {
+            assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(p.properties.message_expiry_interval_s, Some(60));
+        }
+    }
+
+    // The same cache asked for another message, or later, never serves a stale frame.
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V5, None, None, T0, &mut out);
+    let other = message(QoS::AtMostOnce, "other");
+    s.deliver(
+        &other,
+        grant(QoS::AtMostOnce),
+        T0,
+        &mut out,
+        false,
+        &mut frames,
+    );
+    s.deliver(
+        &m,
+        grant(QoS::AtMostOnce),
+        Timestamp(T0.0 + 30_000),
+        &mut out,
+        false,
+        &mut frames,
+    );
+    let delivered = packets(&mut out, V5);
+    assert!(matches!(&delivered[0], Packet::Publish(p) if &p.payload[..] == b"other"));
+    assert!(
+        matches!(&delivered[1], Packet::Publish(p) if p.properties.message_expiry_interval_s == Some(30))
+    );
+}
+
+#[test]
+fn backpressure_queues_past_the_limit_while_online_and_reports_congestion() {
+    let mut s = Session::new(
+        "c".into(),
+        SessionKey(1),
+        SessionLimits {
+            queue_full: QueueFullPolicy::Backpressure,
+            ..limits()
+        },
+    );
+    let mut out = BytesMut::new();
+    s.resume(V311, None, None, T0, &mut out);
+    let mut deliveries = Vec::new();
+    for _ in 0..8 {
+        deliveries.push(s.deliver(
+            &message(QoS::AtLeastOnce, "m"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            false,
+            &mut FrameCache::default(),
+        ));
+    }
+    // Window 2 sent, then queued past the limit of 3: nothing dropped.
+    assert!(deliveries
+        .iter()
+        .all(|d| *d != Delivery::Dropped(DropReason::QueueFull)));
+    assert!(s.is_congested());
+    // Acknowledgements drain the queue; congestion ends below the limit.
+    for id in 1..=4 {
+        s.handle_puback(PacketId::new(id).unwrap(), T0, &mut out);
+    }
+    assert!(!s.is_congested(), "queue back under the limit");
+    // Offline, the limit is the limit again.
+    s.disconnect();
+    let mut dropped = 0;
+    for _ in 0..10 {
+        if let Delivery::Dropped(_) = s.deliver(
+            &message(QoS::AtLeastOnce, "m"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            &mut out,
+            false,
+            &mut FrameCache::default(),
+        ) {
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0);
+    assert!(
+        !s.is_congested(),
+        "an offline session never holds publishers"
     );
 }

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use ringmq_core::session::QueueFullPolicy;
+
 /// The broker's configuration, shared read-only by every shard.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -15,6 +17,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Period of the `$SYS/broker/...` publications; `None` disables them.
     pub sys_interval: Option<Duration>,
+    /// How long shutdown waits for queued messages to reach connected clients.
+    pub shutdown_timeout: Duration,
 }
 
 /// Every run-time limit, each with a defined behaviour when reached.
@@ -50,6 +54,15 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Messages one shard-to-shard ring holds before senders wait.
     pub ring_capacity: usize,
+    /// Sessions, connected or not, across all shards (split evenly); a CONNECT that
+    /// needs a new session past it is refused (3.1.1: 0x03, 5: 0x97).
+    pub sessions_max: usize,
+    /// Retained topics across all shards (split by topic owner); past it a retained
+    /// PUBLISH to a new topic is delivered but not kept, and counted.
+    pub retained_max: usize,
+    /// What a connected subscriber's full queue does to QoS 1/2 messages for it:
+    /// drop them, or hold their publishers back until it drains.
+    pub queue_full: QueueFullPolicy,
 }
 
 impl Default for Limits {
@@ -68,6 +81,9 @@ impl Default for Limits {
             outbound_bytes_max: 1024 * 1024,
             write_timeout: Duration::from_secs(30),
             ring_capacity: 4096,
+            sessions_max: 1_000_000,
+            retained_max: 1_000_000,
+            queue_full: QueueFullPolicy::Drop,
         }
     }
 }

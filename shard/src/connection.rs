@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +32,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 /// Reads until a CONNECT arrives, checks it, and serves the connection here or hands
 /// it to the shard that owns its client id.
 pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: SocketAddr) {
-    let limits = Arc::clone(&ctx.limits);
+    let limits = ctx.limits();
     if stream
         .set_read_timeout(Some(limits.connect_timeout))
         .is_err()
@@ -156,14 +155,17 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     buf.get(header.header_len + 6).copied()
 }
 
-async fn refuse(stream: &mut Stream, version: ProtocolVersion, reason: ReasonCode) {
-    let mut out = BytesMut::new();
-    let connack = Packet::ConnAck(Box::new(ConnAck {
+fn refusal(reason: ReasonCode) -> Packet {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason,
         properties: ConnAckProperties::default(),
-    }));
-    write_packet(&connack, version, &mut out);
+    }))
+}
+
+async fn refuse(stream: &mut Stream, version: ProtocolVersion, reason: ReasonCode) {
+    let mut out = BytesMut::new();
+    write_packet(&refusal(reason), version, &mut out);
     let _ = stream.write_all(&out).await;
 }
 
@@ -187,7 +189,20 @@ pub(crate) async fn serve(
     let client_id = connect.client_id.clone();
     let generation = ctx.state.borrow_mut().next_generation();
     let conn = ConnHandle::new(generation, peer);
-    let attached = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    let version = connect.protocol;
+    let attach = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    let attached = match attach {
+        Ok(attached) => attached,
+        Err(reason) => {
+            let mut writer = writer;
+            let mut out = BytesMut::new();
+            write_packet(&refusal(reason), version, &mut out);
+            let _ = writer.write_all(&out).await;
+            writer.close().await;
+            warn!(client = %client_id, %peer, %reason, "session table full; refused");
+            return;
+        }
+    };
     glommio::spawn_local(write_loop(Rc::clone(&ctx), writer, Rc::clone(&conn))).detach();
     ctx.flush().await;
     info!(client = %client_id, %peer, shard = ctx.id, version = ?attached.version, "connected");
@@ -225,7 +240,7 @@ async fn read_loop(
     attached: Attached,
     client_id: &ByteString,
 ) -> (Ending, &'static str) {
-    let max = ctx.limits.packet_size_max;
+    let max = ctx.limits().packet_size_max;
     loop {
         loop {
             if let Some(reason) = conn.close.get() {
@@ -253,10 +268,15 @@ async fn read_loop(
             }
         }
         ctx.flush().await;
+        crate::runtime::wait_for_congestion(ctx).await;
+        // A read of a socket that always has data completes without waiting, so a
+        // client that publishes flat out would keep the shard to itself: give the
+        // other connections their turn after every batch.
+        glommio::executor().yield_now().await;
         // A client that does not read its messages stops being read: its output
         // buffer, even its own PINGRESPs, never grows past the limit.
-        while conn.out.borrow().len() >= ctx.limits.outbound_bytes_max && conn.close.get().is_none()
-        {
+        let outbound_max = ctx.limits().outbound_bytes_max;
+        while conn.out.borrow().len() >= outbound_max && conn.close.get().is_none() {
             conn.drained.notified().await;
         }
         let read = reader.read_into(buf, READ_CHUNK).await;
@@ -361,7 +381,9 @@ async fn dispatch(
             } else {
                 Vec::new()
             };
-            ctx.state.borrow_mut().finish_subscribe(key, plan, remote);
+            ctx.state
+                .borrow_mut()
+                .finish_subscribe(key, conn.generation, plan, remote);
         }
         Packet::Unsubscribe(unsubscribe) => ctx.state.borrow_mut().unsubscribe(key, unsubscribe),
         Packet::PingReq => conn.write(&Packet::PingResp, attached.version),
@@ -385,7 +407,10 @@ async fn dispatch(
 /// Writes whatever collects in the connection's output buffer, all of it per write
 /// (many frames per submission under load), until the connection closes.
 async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandle>) {
-    if writer.set_timeout(Some(ctx.limits.write_timeout)).is_err() {
+    if writer
+        .set_timeout(Some(ctx.limits().write_timeout))
+        .is_err()
+    {
         writer.close().await;
         return;
     }

@@ -9,6 +9,8 @@
 //! - `state`: a shard's sessions, tries and retained partition, and routing;
 //! - `ring`: what travels between shards, and which shard owns a client id;
 //! - [`stats`]: per-shard counters;
+//! - [`control`]: questions from outside (the admin endpoint) and the handle that
+//!   asks them;
 //! - `notify`: wake-ups between the tasks of one shard.
 //!
 //! Data path: a PUBLISH is matched once against the local trie (this shard's
@@ -18,12 +20,14 @@
 
 pub mod config;
 mod connection;
+pub mod control;
 mod notify;
 mod ring;
 mod runtime;
 mod state;
 pub mod stats;
 
-pub use config::{BrokerConfig, Limits};
+pub use config::{BrokerConfig, Limits, QueueFullPolicy};
+pub use control::BrokerHandle;
 pub use ring::owner_of;
-pub use runtime::{start, Running, StartError};
+pub use runtime::{start, Running, StartError, Stopper};

@@ -44,6 +44,39 @@ impl Future for Notified<'_> {
     }
 }
 
+/// A wake-up for any number of waiting tasks: each `wait` returns after the next
+/// `notify_all`. Waiters re-check their condition, so a spurious wake is harmless.
+#[derive(Debug, Default)]
+pub(crate) struct Event {
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    pub(crate) fn notify_all(&self) {
+        if self.waiters.borrow().is_empty() {
+            return;
+        }
+        self.generation.set(self.generation.get().wrapping_add(1));
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    pub(crate) async fn wait(&self) {
+        let start = self.generation.get();
+        std::future::poll_fn(|cx| {
+            if self.generation.get() != start {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// A one-shot value passed from one task of a shard to another.
 #[derive(Debug)]
 pub(crate) struct OneShot<T> {

@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::Waker;
@@ -22,6 +22,7 @@ use tracing::{error, warn};
 
 use crate::config::{BrokerConfig, Limits};
 use crate::connection;
+use crate::control::{BrokerHandle, Control, CONTROL_POLL, CONTROL_QUEUE_MAX};
 use crate::notify::Notify;
 use crate::ring::ShardMsg;
 use crate::state::{self, Shard};
@@ -51,15 +52,24 @@ pub(crate) struct ShardCtx {
     pub shards: usize,
     pub state: RefCell<Shard>,
     pub stats: Arc<ShardStats>,
-    pub limits: Arc<Limits>,
+    limits: RefCell<Arc<Limits>>,
     pub connections: Arc<AtomicUsize>,
     senders: Senders<ShardMsg>,
     outgoing: Vec<Outgoing>,
     assigned_ids: Cell<u64>,
     boot_id: u64,
+    /// Set by [`Running::stop`] from any thread; a shard notices within a timer tick.
+    stopping: Arc<AtomicBool>,
+    /// Rung once this shard has noticed `stopping`.
+    stop: Notify,
 }
 
 impl ShardCtx {
+    /// The limits in force; a reload replaces them for what starts afterwards.
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        Arc::clone(&self.limits.borrow())
+    }
+
     /// Sends to a peer shard without waiting: straight onto the ring when it has room
     /// and nothing queues before it, else behind the queue.
     pub(crate) fn send(&self, peer: usize, msg: ShardMsg) {
@@ -118,6 +128,32 @@ impl ShardCtx {
         let n = self.assigned_ids.get() + 1;
         self.assigned_ids.set(n);
         ByteString::from(format!("ringmq-{:x}-{}-{}", self.boot_id, self.id, n))
+    }
+}
+
+/// Under the backpressure policy: waits until the sessions the last work left
+/// congested have drained below their limit, at most the write timeout (a client
+/// that reads but never acknowledges must not hold its publishers forever).
+pub(crate) async fn wait_for_congestion(ctx: &ShardCtx) {
+    let congested = ctx.state.borrow_mut().take_congested();
+    if congested.is_empty() {
+        return;
+    }
+    let drained = Rc::clone(&ctx.state.borrow().drained);
+    let deadline = Instant::now() + ctx.limits().write_timeout;
+    while ctx.state.borrow().any_congested(&congested) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            warn!(
+                sessions = congested.len(),
+                "subscribers stayed congested; releasing publishers"
+            );
+            return;
+        };
+        let _ = glommio::timer::timeout(left, async {
+            drained.wait().await;
+            Ok(())
+        })
+        .await;
     }
 }
 
@@ -215,8 +251,42 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: Listener) {
 async fn timer_loop(ctx: Rc<ShardCtx>) {
     loop {
         glommio::timer::sleep(TIMER_PERIOD).await;
+        if ctx.stopping.load(Ordering::Relaxed) {
+            ctx.stop.notify();
+            return;
+        }
         ctx.state.borrow_mut().run_timers();
         ctx.flush().await;
+    }
+}
+
+/// Answers the admin endpoint's questions, a batch per tick.
+async fn control_loop(ctx: Rc<ShardCtx>, requests: crossbeam_channel::Receiver<Control>) {
+    loop {
+        glommio::timer::sleep(CONTROL_POLL).await;
+        while let Ok(request) = requests.try_recv() {
+            match request {
+                Control::Reload { limits, reply } => {
+                    *ctx.limits.borrow_mut() = Arc::clone(&limits);
+                    ctx.state.borrow_mut().limits = limits;
+                    let _ = reply.send(());
+                }
+                other => ctx.state.borrow_mut().control(other),
+            }
+        }
+        ctx.flush().await;
+    }
+}
+
+/// Stops accepting, disconnects every client and waits (bounded) until what was
+/// queued for them is written.
+async fn shut_down(ctx: &ShardCtx, accept_tasks: Vec<glommio::Task<()>>, timeout: Duration) {
+    // Dropping a task cancels it: the listeners close and accept no one else.
+    drop(accept_tasks);
+    ctx.state.borrow_mut().disconnect_all();
+    let deadline = Instant::now() + timeout;
+    while ctx.stats.clients_connected.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -283,6 +353,17 @@ async fn sys_loop(ctx: Rc<ShardCtx>, all: Arc<Vec<Arc<ShardStats>>>, interval: D
     }
 }
 
+/// Asks the shards to shut down: stop accepting, tell clients (MQTT 5: DISCONNECT
+/// 0x8B), write what is queued for them within the shutdown timeout, exit.
+#[derive(Clone, Debug)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -296,9 +377,12 @@ pub enum StartError {
     },
 }
 
-/// Running shards: wait on them with [`Running::wait`].
+/// Running shards: stop them with [`Running::stopper`], ask them questions with
+/// [`Running::handle`], wait with [`Running::wait`].
 pub struct Running {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+    handle: BrokerHandle,
 }
 
 impl std::fmt::Debug for Running {
@@ -310,6 +394,17 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
+    /// A handle that asks every shard to shut down gracefully; callable from any
+    /// thread, e.g. a signal handler thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.stopping))
+    }
+
+    /// A thread-safe handle for questions about the running broker.
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
+    }
+
     /// Blocks until every shard has stopped.
     pub fn wait(self) {
         for handle in self.handles {
@@ -335,6 +430,12 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let shutdown_timeout = config.shutdown_timeout;
+    let (control_senders, control_receivers): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| crossbeam_channel::bounded::<Control>(CONTROL_QUEUE_MAX))
+        .unzip();
+    let mut control_receivers = control_receivers.into_iter();
     let mut handles = Vec::with_capacity(shards);
     for (id, stats) in all_stats.iter().cloned().enumerate() {
         let placement = match config.cpus.get(id) {
@@ -348,6 +449,10 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
         let ready = ready_tx.clone();
+        let stopping = Arc::clone(&stopping);
+        let Some(control) = control_receivers.next() else {
+            break;
+        };
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("ringmq-shard-{id}"))
             .io_memory(SHARD_IO_MEMORY_BYTES)
@@ -372,18 +477,23 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                         Arc::clone(&stats),
                     )),
                     stats,
-                    limits,
+                    limits: RefCell::new(limits),
                     connections,
                     senders,
                     outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
                     assigned_ids: Cell::new(0),
                     boot_id,
+                    stopping,
+                    stop: Notify::default(),
                 });
                 for (_, receiver) in receivers.streams() {
                     let ctx = Rc::clone(&ctx);
                     glommio::spawn_local(async move {
                         while let Some(msg) = receiver.recv().await {
                             handle_ring(&ctx, msg);
+                            // Not taking more from this ring fills it, which holds
+                            // the publishers on the other shard.
+                            wait_for_congestion(&ctx).await;
                         }
                     })
                     .detach();
@@ -408,6 +518,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     }
                 }
                 glommio::spawn_local(timer_loop(Rc::clone(&ctx))).detach();
+                glommio::spawn_local(control_loop(Rc::clone(&ctx), control)).detach();
                 if let (0, Some(interval)) = (id, sys_interval) {
                     glommio::spawn_local(sys_loop(
                         Rc::clone(&ctx),
@@ -418,9 +529,8 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                 }
                 let _ = ready.send(Ok(()));
                 drop(ready);
-                for task in tasks {
-                    task.await;
-                }
+                ctx.stop.notified().await;
+                shut_down(&ctx, tasks, shutdown_timeout).await;
             });
         match spawned {
             Ok(handle) => handles.push(handle),
@@ -445,6 +555,11 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
             }
         }
     }
-    let _ = connections.load(Ordering::Relaxed);
-    Ok(Running { handles })
+    let ready = Arc::new(AtomicBool::new(true));
+    let handle = BrokerHandle::new(all_stats, control_senders, ready, Arc::clone(&stopping));
+    Ok(Running {
+        handles,
+        stopping,
+        handle,
+    })
 }

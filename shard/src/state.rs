@@ -24,13 +24,14 @@ use ringmq_core::packet::{
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{
-    write_packet, Delivery, Grant, Inbound, Message, Session, SessionKey, SessionLimits,
-    SubscriptionEntry, Timestamp, Violation,
+    write_packet, Delivery, FrameCache, Grant, Inbound, Message, Session, SessionKey,
+    SessionLimits, SubscriptionEntry, Timestamp, Violation,
 };
 use ringmq_core::topic::{self, Filter, Match, RetainedTree, SubscriptionTrie};
 
 use crate::config::Limits;
-use crate::notify::{Notify, OneShot};
+use crate::control::{ClientDetail, ClientInfo, Control, SubscriptionInfo};
+use crate::notify::{Event, Notify, OneShot};
 use crate::ring::{owner_of, InterestKey, ShardMsg};
 use crate::stats::ShardStats;
 
@@ -57,6 +58,8 @@ impl CloseReason {
             CloseReason::TakenOver => "session taken over",
             CloseReason::Kicked(ReasonCode::Success) => "closed",
             CloseReason::Kicked(ReasonCode::KeepAliveTimeout) => "keep alive timeout",
+            CloseReason::Kicked(ReasonCode::ServerShuttingDown) => "broker shutting down",
+            CloseReason::Kicked(ReasonCode::AdministrativeAction) => "kicked by an administrator",
             CloseReason::Kicked(_) => "closed by the broker",
             CloseReason::WriteFailed => "write failed or timed out",
         }
@@ -189,6 +192,13 @@ pub(crate) struct Shard {
     pub outbox: Vec<(usize, ShardMsg)>,
     matches: Vec<(SessionKey, LocalSub)>,
     offline_out: BytesMut,
+    /// Encoded frames of the message being fanned out, shared by its subscribers.
+    frames: FrameCache,
+    /// Sessions the current work left congested (backpressure policy): the task
+    /// that did it waits for them before it reads more.
+    congested: Vec<SessionKey>,
+    /// Rung whenever a session's queue may have drained.
+    pub drained: Rc<Event>,
 }
 
 impl Shard {
@@ -217,6 +227,9 @@ impl Shard {
             outbox: Vec::new(),
             matches: Vec::new(),
             offline_out: BytesMut::new(),
+            frames: FrameCache::default(),
+            congested: Vec::new(),
+            drained: Rc::new(Event::default()),
         }
     }
 
@@ -228,6 +241,7 @@ impl Shard {
             topic_alias_maximum: self.limits.topic_alias_max,
             topic_levels_max: self.limits.topic_levels_max,
             subscriptions_max: self.limits.subscriptions_per_client_max,
+            queue_full: self.limits.queue_full,
         }
     }
 
@@ -258,7 +272,7 @@ impl Shard {
         connect: Box<Connect>,
         assigned_id: bool,
         conn: &Rc<ConnHandle>,
-    ) -> Attached {
+    ) -> Result<Attached, ReasonCode> {
         let keep_alive_s = self.keep_alive_s(connect.keep_alive_s);
         let now = now();
         let connect = *connect;
@@ -271,8 +285,17 @@ impl Shard {
         };
         let expiry_s = asked_expiry_s.min(expiry_max);
 
+        let existing = self.by_client.get(&connect.client_id).copied();
+        let needs_new = existing.is_none() || connect.clean_start;
+        if needs_new && existing.is_none() && self.sessions.len() >= self.sessions_max() {
+            self.stats.connections_refused.inc();
+            return Err(match version {
+                ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+            });
+        }
         let mut session_present = false;
-        if let Some(&key) = self.by_client.get(&connect.client_id) {
+        if let Some(key) = existing {
             self.take_over(key, connect.clean_start, now);
             if connect.clean_start {
                 self.end_session(key);
@@ -324,11 +347,11 @@ impl Shard {
         }));
 
         let Some(slot) = self.sessions.get_mut(&key) else {
-            return Attached {
+            return Ok(Attached {
                 key,
                 version,
                 keep_alive_s,
-            };
+            });
         };
         slot.expiry_s = expiry_s;
         slot.expires_at = None;
@@ -350,11 +373,42 @@ impl Shard {
         conn.wake.notify();
         self.stats.clients_connected.inc();
         self.stats.connections_total.inc();
-        Attached {
+        Ok(Attached {
             key,
             version,
             keep_alive_s,
+        })
+    }
+
+    /// This shard's share of the broker-wide session limit.
+    fn sessions_max(&self) -> usize {
+        self.limits.sessions_max.div_ceil(self.shards.max(1))
+    }
+
+    /// This shard's share of the broker-wide retained-message limit.
+    fn retained_max(&self) -> usize {
+        self.limits.retained_max.div_ceil(self.shards.max(1))
+    }
+
+    /// Keeps the timer heap in proportion to the sessions: a client that reconnects
+    /// in a loop would otherwise leave a stale entry behind each time.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.sessions.len() + 1024 {
+            return;
         }
+        let mut live = BinaryHeap::with_capacity(self.sessions.len());
+        for (&key, slot) in &self.sessions {
+            if slot.conn.is_some() {
+                continue;
+            }
+            if let Some(at) = slot.expires_at {
+                live.push(Reverse((at, key, TimerKind::SessionExpiry)));
+            }
+            if let Some(at) = slot.will_at {
+                live.push(Reverse((at, key, TimerKind::Will)));
+            }
+        }
+        self.timers = live;
     }
 
     /// The keep alive the broker holds a client to: its own, capped by
@@ -416,6 +470,7 @@ impl Shard {
         slot.conn = None;
         slot.session.disconnect();
         self.stats.clients_connected.sub(1);
+        self.drained.notify_all();
         if let Ending::Disconnect {
             with_will,
             expiry_s,
@@ -454,6 +509,7 @@ impl Shard {
             self.timers
                 .push(Reverse((at, key, TimerKind::SessionExpiry)));
         }
+        self.compact_timers();
     }
 
     /// Ends a session: its subscriptions go, and a will still waiting goes out now.
@@ -501,6 +557,113 @@ impl Shard {
         self.route(Arc::new(Message::from_publish(publish, None, now)));
     }
 
+    fn client_info(&self, slot: &Slot) -> ClientInfo {
+        ClientInfo {
+            client_id: slot.session.client_id.to_string(),
+            shard: usize::from(self.id),
+            connected: slot.conn.is_some(),
+            peer: slot.conn.as_ref().map(|conn| conn.peer),
+            protocol: match slot.session.version() {
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5.0",
+            },
+            subscriptions: slot.session.subscription_count(),
+            pending_messages: slot.session.pending_len(),
+            session_expiry_s: slot.expiry_s,
+        }
+    }
+
+    fn subscriptions_of(slot: &Slot) -> impl Iterator<Item = SubscriptionInfo> + '_ {
+        slot.session
+            .subscriptions()
+            .map(|(filter, entry)| SubscriptionInfo {
+                client_id: slot.session.client_id.to_string(),
+                filter: filter.to_string(),
+                qos: entry.options.qos.as_u8(),
+            })
+    }
+
+    /// Answers a question from the admin endpoint.
+    pub(crate) fn control(&mut self, request: Control) {
+        // A caller that gave up waiting dropped its receiver: nothing to do then.
+        match request {
+            Control::Clients { limit, reply } => {
+                let infos = self
+                    .sessions
+                    .values()
+                    .take(limit)
+                    .map(|slot| self.client_info(slot))
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            Control::Client { client_id, reply } => {
+                let detail = self
+                    .by_client
+                    .get(client_id.as_str())
+                    .and_then(|key| self.sessions.get(key))
+                    .map(|slot| ClientDetail {
+                        info: self.client_info(slot),
+                        subscriptions: Self::subscriptions_of(slot).collect(),
+                    });
+                let _ = reply.send(detail);
+            }
+            Control::Kick { client_id, reply } => {
+                let conn = self
+                    .by_client
+                    .get(client_id.as_str())
+                    .and_then(|key| self.sessions.get(key))
+                    .and_then(|slot| slot.conn.clone().map(|conn| (conn, slot.session.version())));
+                let kicked = conn.is_some();
+                if let Some((conn, version)) = conn {
+                    if version == ProtocolVersion::V5 {
+                        conn.write(
+                            &Packet::Disconnect(Disconnect {
+                                reason: ReasonCode::AdministrativeAction,
+                                ..Disconnect::default()
+                            }),
+                            version,
+                        );
+                    }
+                    conn.close_with(CloseReason::Kicked(ReasonCode::AdministrativeAction));
+                }
+                let _ = reply.send(kicked);
+            }
+            Control::Subscriptions { limit, reply } => {
+                let all = self
+                    .sessions
+                    .values()
+                    .flat_map(Self::subscriptions_of)
+                    .take(limit)
+                    .collect();
+                let _ = reply.send(all);
+            }
+            // Handled by the control loop, which owns the shard's limits.
+            Control::Reload { reply, .. } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Tells every connected client the broker is going away (MQTT 5: DISCONNECT
+    /// 0x8B) and closes its connection once what is queued for it is written.
+    pub(crate) fn disconnect_all(&mut self) {
+        for slot in self.sessions.values() {
+            let Some(conn) = &slot.conn else {
+                continue;
+            };
+            if slot.session.version() == ProtocolVersion::V5 {
+                conn.write(
+                    &Packet::Disconnect(Disconnect {
+                        reason: ReasonCode::ServerShuttingDown,
+                        ..Disconnect::default()
+                    }),
+                    ProtocolVersion::V5,
+                );
+            }
+            conn.close_with(CloseReason::Kicked(ReasonCode::ServerShuttingDown));
+        }
+    }
+
     /// Sessions whose expiry or will delay has come.
     pub(crate) fn run_timers(&mut self) {
         let now = now();
@@ -534,11 +697,11 @@ impl Shard {
         publish: Publish,
     ) -> Result<(), Violation> {
         let now = now();
-        self.stats.messages_received.inc();
+        let qos = publish.qos;
+        self.stats.received(qos);
         let Some(slot) = self.sessions.get_mut(&key) else {
             return Ok(());
         };
-        let qos = publish.qos;
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
             Inbound::Route(message, packet_id) => {
                 // Clients may not write the broker's own topics.
@@ -670,6 +833,8 @@ impl Shard {
             self.deliver_to(key, message, grant, now);
         }
         self.matches = matches;
+        // The frames belong to this message: let its buffers go now.
+        self.frames.clear();
         matched
     }
 
@@ -703,6 +868,7 @@ impl Shard {
         grant: Grant,
         now: Timestamp,
     ) {
+        let qos = grant.qos;
         let Some(slot) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -710,19 +876,32 @@ impl Shard {
             Some(conn) => {
                 let mut out = conn.out.borrow_mut();
                 let full = out.len() >= self.limits.outbound_bytes_max;
-                let delivery = slot.session.deliver(message, grant, now, &mut out, full);
+                let delivery =
+                    slot.session
+                        .deliver(message, grant, now, &mut out, full, &mut self.frames);
                 drop(out);
                 if delivery == Delivery::Sent {
                     conn.wake.notify();
                 }
                 delivery
             }
-            None => slot
-                .session
-                .deliver(message, grant, now, &mut self.offline_out, true),
+            None => slot.session.deliver(
+                message,
+                grant,
+                now,
+                &mut self.offline_out,
+                true,
+                &mut self.frames,
+            ),
         };
+        if delivery == Delivery::Queued
+            && slot.session.is_congested()
+            && !self.congested.contains(&key)
+        {
+            self.congested.push(key);
+        }
         match delivery {
-            Delivery::Sent => self.stats.messages_sent.inc(),
+            Delivery::Sent => self.stats.sent(qos),
             Delivery::Queued => {}
             Delivery::Dropped(reason) => self.stats.dropped(reason),
         }
@@ -750,11 +929,16 @@ impl Shard {
             if self.retained.remove(&message.topic).is_some() {
                 self.stats.retained.sub(1);
             }
+        } else if self.retained.get(&message.topic).is_some() {
+            let topic = message.topic.clone();
+            self.retained.insert(&topic, message);
+        } else if self.retained.len() >= self.retained_max() {
+            // Full: the message was delivered to subscribers but is not kept.
+            self.stats.retained_dropped.inc();
         } else {
             let topic = message.topic.clone();
-            if self.retained.insert(&topic, message).is_none() {
-                self.stats.retained.inc();
-            }
+            self.retained.insert(&topic, message);
+            self.stats.retained.inc();
         }
     }
 
@@ -874,9 +1058,14 @@ impl Shard {
 
     /// Writes the SUBACK, then the retained messages the subscriptions asked for:
     /// this shard's partition plus `remote`, what the other shards answered.
+    ///
+    /// `generation` is the connection that sent the SUBSCRIBE: if the session was
+    /// taken over while the shards answered, the new connection gets nothing of it
+    /// (the subscriptions themselves stay, as part of the session).
     pub(crate) fn finish_subscribe(
         &mut self,
         key: SessionKey,
+        generation: u64,
         plan: SubscribePlan,
         remote: Vec<Arc<Message>>,
     ) {
@@ -884,7 +1073,11 @@ impl Shard {
         let Some(slot) = self.sessions.get(&key) else {
             return;
         };
-        let Some(conn) = slot.conn.clone() else {
+        let Some(conn) = slot
+            .conn
+            .clone()
+            .filter(|conn| conn.generation == generation)
+        else {
             return;
         };
         conn.write(
@@ -1060,6 +1253,21 @@ impl Shard {
         for reason in dropped {
             self.stats.dropped(reason);
         }
+        self.drained.notify_all();
+    }
+
+    /// The sessions the work since the last call left congested.
+    pub(crate) fn take_congested(&mut self) -> Vec<SessionKey> {
+        std::mem::take(&mut self.congested)
+    }
+
+    /// Whether any of `keys` is still congested (gone sessions are not).
+    pub(crate) fn any_congested(&self, keys: &[SessionKey]) -> bool {
+        keys.iter().any(|key| {
+            self.sessions
+                .get(key)
+                .is_some_and(|slot| slot.session.is_congested())
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ringmq_core::packet::QoS;
 use ringmq_core::session::DropReason;
 
 /// A counter with a single writer (its shard) and any number of readers.
@@ -43,10 +44,16 @@ pub struct ShardStats {
     pub sessions: Counter,
     pub messages_received: Counter,
     pub messages_sent: Counter,
+    /// PUBLISH packets received, by QoS 0, 1, 2.
+    pub received_by_qos: [Counter; 3],
+    /// PUBLISH packets delivered to clients, by the QoS they were sent with.
+    pub sent_by_qos: [Counter; 3],
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub subscriptions: Counter,
     pub retained: Counter,
+    /// Retained PUBLISHes to a new topic not kept because the store was full.
+    pub retained_dropped: Counter,
     pub dropped_queue_full: Counter,
     pub dropped_expired: Counter,
     pub dropped_too_large: Counter,
@@ -56,6 +63,20 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    pub fn received(&self, qos: QoS) {
+        self.messages_received.inc();
+        if let Some(counter) = self.received_by_qos.get(usize::from(qos.as_u8())) {
+            counter.inc();
+        }
+    }
+
+    pub fn sent(&self, qos: QoS) {
+        self.messages_sent.inc();
+        if let Some(counter) = self.sent_by_qos.get(usize::from(qos.as_u8())) {
+            counter.inc();
+        }
+    }
+
     pub fn dropped(&self, reason: DropReason) {
         match reason {
             DropReason::QueueFull => self.dropped_queue_full.inc(),

@@ -3,7 +3,7 @@
 use super::property::{
     decode_connack_properties, decode_connect_properties, decode_will_properties,
 };
-use super::publish::check_topic_name;
+use super::publish::{check_encodable_topic, check_topic_name};
 use super::read::Reader;
 use super::write::{put_properties, Sink};
 use super::{DecodeError, EncodeError};
@@ -101,6 +101,22 @@ pub(crate) fn validate_connect(connect: &Connect) -> Result<(), EncodeError> {
             "MQTT 3.1.1 CONNECT with a password but no user name",
         ));
     }
+    if connect.properties.authentication_data.is_some()
+        && connect.properties.authentication_method.is_none()
+    {
+        return Err(EncodeError::Invalid(
+            "authentication data without authentication method",
+        ));
+    }
+    if connect.client_id.contains('\0') {
+        return Err(EncodeError::Invalid("client id contains U+0000"));
+    }
+    if let Some(will) = &connect.will {
+        if will.topic.is_empty() {
+            return Err(EncodeError::Invalid("will without a topic"));
+        }
+        check_encodable_topic(&will.topic)?;
+    }
     Ok(())
 }
 
@@ -188,6 +204,11 @@ pub(crate) fn validate_connack(
     if connack.session_present && connack.reason != ReasonCode::Success {
         return Err(EncodeError::Invalid(
             "session present on a refused connection",
+        ));
+    }
+    if connack.properties.maximum_qos == Some(QoS::ExactlyOnce) {
+        return Err(EncodeError::Invalid(
+            "maximum QoS 2 is the default and may not be sent",
         ));
     }
     if version == ProtocolVersion::V5 && !connack.reason.allowed_in(ReasonKind::ConnAck) {

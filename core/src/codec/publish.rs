@@ -76,6 +76,17 @@ pub(crate) fn flags(publish: &Publish) -> u8 {
     flags
 }
 
+/// A topic name the decoder on the other side will accept (apart from emptiness,
+/// which depends on a topic alias).
+pub(crate) fn check_encodable_topic(topic: &str) -> Result<(), EncodeError> {
+    if topic.bytes().any(|b| b == b'+' || b == b'#' || b == 0) {
+        return Err(EncodeError::Invalid(
+            "topic name contains a wildcard or U+0000",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_publish(
     publish: &Publish,
     version: ProtocolVersion,
@@ -92,6 +103,7 @@ pub(crate) fn validate_publish(
     if publish.dup && publish.qos == QoS::AtMostOnce {
         return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
     }
+    check_encodable_topic(&publish.topic)?;
     let alias = version == ProtocolVersion::V5 && publish.properties.topic_alias.is_some();
     if publish.topic.is_empty() && !alias {
         return Err(EncodeError::Invalid("PUBLISH without a topic"));

@@ -1,0 +1,407 @@
+//! The broker's settings: defaults, then a TOML file (`--config`), then environment
+//! variables (`RINGMQ_<KEY>`, nested keys joined by `__`), then flags; each layer
+//! overrides the ones before. Unknown keys are errors in every layer, and every value
+//! is checked once, here, with a message naming the key, the value and what is
+//! allowed.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ringmq_core::limits::{PACKET_SIZE_MAX, TOPIC_LEVELS_MAX};
+use ringmq_shard::Limits;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Every key of the configuration file. Names match the flags (`--max-inflight` is
+/// `max_inflight`) and the environment (`RINGMQ_MAX_INFLIGHT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Addresses to listen on, `HOST:PORT`; port 0 picks a free one.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<String>,
+    /// Shards (executor threads); 0 means one per available core, or one per CPU of
+    /// `cpus`.
+    pub shards: u16,
+    /// CPUs to pin shards to, one per shard, e.g. `"0,2-3"`; empty: not pinned.
+    #[serde(deserialize_with = "text")]
+    pub cpus: String,
+    /// Log filter: a level or directives such as `info,ringmq_shard=debug`.
+    pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    pub max_connections: usize,
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub max_topic_levels: u16,
+    pub max_subscriptions_per_client: usize,
+    pub max_topic_aliases: u16,
+    /// Cap on a client's keep alive in seconds; 0: the client's own.
+    pub max_keep_alive: u16,
+    /// Bytes buffered for one connection before QoS 0 messages to it are dropped.
+    pub max_outbound_bytes: usize,
+    /// Messages a shard-to-shard ring holds before senders wait.
+    pub ring_capacity: usize,
+    /// Sessions, connected or offline, across all shards.
+    pub max_sessions: usize,
+    /// Retained topics kept across all shards.
+    pub max_retained_messages: usize,
+    /// What a connected subscriber's full queue does to QoS 1/2 messages for it:
+    /// "drop" them (counted) or "backpressure" (hold their publishers until it drains).
+    pub queue_full_policy: QueueFullPolicy,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout: u64,
+    /// Seconds a write may make no progress before the connection is closed.
+    pub write_timeout: u64,
+    /// Seconds between `$SYS` publications; 0 disables them.
+    pub sys_interval: u64,
+    /// Longest session expiry granted, in seconds.
+    pub max_session_expiry: u32,
+    /// Seconds shutdown waits for queued messages to reach connected clients.
+    pub shutdown_timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueFullPolicy {
+    Drop,
+    Backpressure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        let limits = Limits::default();
+        Settings {
+            listen: vec!["0.0.0.0:1883".into()],
+            shards: 0,
+            cpus: String::new(),
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            max_connections: limits.connections_max,
+            max_packet_size: limits.packet_size_max,
+            max_inflight: limits.inflight_max,
+            max_queued_messages: limits.queued_messages_max,
+            max_topic_levels: limits.topic_levels_max as u16,
+            max_subscriptions_per_client: limits.subscriptions_per_client_max,
+            max_topic_aliases: limits.topic_alias_max,
+            max_keep_alive: limits.keep_alive_max_s,
+            max_outbound_bytes: limits.outbound_bytes_max,
+            ring_capacity: limits.ring_capacity,
+            max_sessions: limits.sessions_max,
+            max_retained_messages: limits.retained_max,
+            queue_full_policy: QueueFullPolicy::Drop,
+            connect_timeout: limits.connect_timeout.as_secs(),
+            write_timeout: limits.write_timeout.as_secs(),
+            sys_interval: 10,
+            max_session_expiry: limits.session_expiry_max_s,
+            shutdown_timeout: 5,
+        }
+    }
+}
+
+/// A list given as a TOML array or as one comma-separated string (as environment
+/// variables give it).
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        OneOrMany::Many(items) => items,
+    })
+}
+
+/// Text that an environment variable may give as a bare number (`RINGMQ_CPUS=3`).
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Text::deserialize(deserializer)? {
+        Text::Text(text) => text,
+        Text::Number(n) => n.to_string(),
+    })
+}
+
+/// A setting that cannot be used, and why.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &str, value: impl fmt::Display, allowed: &str) -> ConfigError {
+    ConfigError(format!("invalid setting `{key}` = {value}: {allowed}"))
+}
+
+/// Reads the layers in order: defaults, `file`, environment, `overrides`.
+pub fn load(
+    file: Option<&Path>,
+    environment: bool,
+    overrides: &impl Serialize,
+) -> Result<Settings, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(ConfigError(format!(
+                "configuration file {} does not exist or is not a file",
+                file.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    if environment {
+        figment = figment.merge(Env::prefixed("RINGMQ_").split("__").ignore(&["config"]));
+    }
+    figment = figment.merge(Serialized::defaults(overrides));
+    let settings: Settings = figment.extract().map_err(|error| {
+        let mut text = String::new();
+        for (index, e) in error.into_iter().enumerate() {
+            if index > 0 {
+                text.push_str("; ");
+            }
+            text.push_str(&e.to_string());
+        }
+        ConfigError(format!("invalid configuration: {text}"))
+    })?;
+    settings.check()?;
+    Ok(settings)
+}
+
+fn in_range<T: PartialOrd + fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(key, value, &format!("allowed from {min} to {max}")));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Checks every value; the first bad one is reported.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "[]", "at least one HOST:PORT address"));
+        }
+        for listen in &self.listen {
+            resolve(listen)?;
+        }
+        self.cpu_list()?;
+        self.shard_count()?;
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid(
+                "log",
+                format!("{:?}", self.log),
+                &format!(
+                    "a level (error, warn, info, debug, trace) or filter directives ({error})"
+                ),
+            ));
+        }
+        in_range("max_connections", self.max_connections, 1, 10_000_000)?;
+        in_range(
+            "max_packet_size",
+            self.max_packet_size,
+            64,
+            PACKET_SIZE_MAX as u32,
+        )?;
+        in_range("max_inflight", self.max_inflight, 1, u16::MAX)?;
+        in_range(
+            "max_queued_messages",
+            self.max_queued_messages,
+            0,
+            10_000_000,
+        )?;
+        in_range(
+            "max_topic_levels",
+            self.max_topic_levels,
+            1,
+            TOPIC_LEVELS_MAX as u16,
+        )?;
+        in_range(
+            "max_subscriptions_per_client",
+            self.max_subscriptions_per_client,
+            1,
+            1_000_000,
+        )?;
+        in_range("max_outbound_bytes", self.max_outbound_bytes, 1024, 1 << 30)?;
+        in_range("ring_capacity", self.ring_capacity, 16, 1 << 20)?;
+        in_range("max_sessions", self.max_sessions, 1, 100_000_000)?;
+        in_range(
+            "max_retained_messages",
+            self.max_retained_messages,
+            0,
+            100_000_000,
+        )?;
+        in_range("connect_timeout", self.connect_timeout, 1, 3600)?;
+        in_range("write_timeout", self.write_timeout, 1, 3600)?;
+        in_range("sys_interval", self.sys_interval, 0, 86_400)?;
+        in_range("shutdown_timeout", self.shutdown_timeout, 0, 3600)?;
+        Ok(())
+    }
+
+    /// `"0,2-3"` -> [0, 2, 3]; empty: not pinned.
+    pub fn cpu_list(&self) -> Result<Vec<usize>, ConfigError> {
+        parse_cpu_list(&self.cpus).map_err(|why| invalid("cpus", format!("{:?}", self.cpus), &why))
+    }
+
+    pub fn shard_count(&self) -> Result<usize, ConfigError> {
+        let pinned = self.cpu_list()?.len();
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match (usize::from(self.shards), pinned) {
+            (0, 0) => Ok(available),
+            (0, pinned) => Ok(pinned),
+            (shards, 0) if shards <= 1024 => Ok(shards),
+            (shards, 0) => Err(invalid(
+                "shards",
+                shards,
+                "allowed from 1 to 1024, or 0 for one per core",
+            )),
+            (shards, pinned) if pinned < shards => Err(invalid(
+                "shards",
+                shards,
+                &format!("needs {shards} CPUs but `cpus` lists {pinned}"),
+            )),
+            (shards, _) => Ok(shards),
+        }
+    }
+
+    /// The addresses to listen on, resolved.
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.listen.iter().map(|listen| resolve(listen)).collect()
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            connections_max: self.max_connections,
+            packet_size_max: self.max_packet_size,
+            inflight_max: self.max_inflight,
+            queued_messages_max: self.max_queued_messages,
+            topic_levels_max: usize::from(self.max_topic_levels),
+            subscriptions_per_client_max: self.max_subscriptions_per_client,
+            topic_alias_max: self.max_topic_aliases,
+            keep_alive_max_s: self.max_keep_alive,
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            session_expiry_max_s: self.max_session_expiry,
+            outbound_bytes_max: self.max_outbound_bytes,
+            write_timeout: Duration::from_secs(self.write_timeout),
+            ring_capacity: self.ring_capacity,
+            sessions_max: self.max_sessions,
+            retained_max: self.max_retained_messages,
+            queue_full: match self.queue_full_policy {
+                QueueFullPolicy::Drop => ringmq_shard::QueueFullPolicy::Drop,
+                QueueFullPolicy::Backpressure => ringmq_shard::QueueFullPolicy::Backpressure,
+            },
+        }
+    }
+
+    /// The settings as a TOML document, every key present.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self)
+            .unwrap_or_else(|error| format!("# cannot print the settings: {error}\n"))
+    }
+}
+
+fn resolve(listen: &str) -> Result<SocketAddr, ConfigError> {
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            invalid(
+                "listen",
+                format!("{listen:?}"),
+                "a HOST:PORT address, e.g. 0.0.0.0:1883",
+            )
+        })
+}
+
+/// `0,2-3` -> [0, 2, 3].
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let bad = || format!("`{part}` is not a CPU number or range such as 0,2-3");
+        let first: usize = first.parse().map_err(|_| bad())?;
+        let last: usize = last.parse().map_err(|_| bad())?;
+        if last < first {
+            return Err(format!("range `{part}` ends before it starts"));
+        }
+        if last - first > 4096 {
+            return Err(format!("range `{part}` is larger than any machine"));
+        }
+        cpus.extend(first..=last);
+    }
+    let mut sorted = cpus.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != cpus.len() {
+        return Err("a CPU appears twice".into());
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_ranges_and_refuse_nonsense() {
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
+        assert_eq!(parse_cpu_list(" 5 "), Ok(vec![5]));
+        assert_eq!(parse_cpu_list(""), Ok(vec![]));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("1,1").is_err());
+        assert!(parse_cpu_list("0-99999").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_print_every_key() {
+        let settings = Settings::default();
+        assert!(settings.check().is_ok());
+        let text = settings.to_toml();
+        for key in [
+            "listen",
+            "max_inflight",
+            "log_format",
+            "shutdown_timeout",
+            "cpus",
+        ] {
+            assert!(text.contains(key), "{key} missing from\n{text}");
+        }
+        let back: Settings = toml::from_str(&text).unwrap_or_default();
+        assert_eq!(back, settings);
+    }
+}
