@@ -229,6 +229,7 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("ringmq-bench-{t}"))
             .io_memory(THREAD_IO_MEMORY_BYTES)
+            .spin_before_park(Duration::from_micros(config.spin_us))
             .spawn(move || thread_main(config, control, topic_root, links))
             .map_err(|e| anyhow!("starting generator thread {t}: {e}"))?;
         handles.push(handle);
