@@ -28,6 +28,21 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     })
 }
 
+/// This process's soft limit on open files (`ulimit -n`), from /proc/self/limits.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    soft_limit(&limits, "Max open files")
+}
+
+/// The soft limit of one row of a /proc limits file; `None` when unlimited.
+pub fn soft_limit(limits: &str, row: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix(row))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
 /// utime + stime (fields 14 and 15) of a `stat` line. The command name (field 2) may
 /// hold spaces and parentheses, so fields are counted after its last `)`.
 pub fn cpu_ticks(stat: &str) -> Result<u64> {
@@ -72,6 +87,16 @@ mod tests {
         let status = "Name:\tringmq\nVmHWM:\t   12345 kB\nVmRSS:\t 100 kB\n";
         assert_eq!(status_kib(status, "VmHWM:"), Some(12345));
         assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn limits_rows() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max open files            1024                 524288               files     \n\
+                      Max locked memory         unlimited            unlimited            bytes     \n";
+        assert_eq!(soft_limit(limits, "Max open files"), Some(1024));
+        assert_eq!(soft_limit(limits, "Max locked memory"), None);
+        assert!(open_files_limit().is_some());
     }
 
     #[test]

@@ -39,6 +39,8 @@ const CONTROL_POLL: Duration = Duration::from_millis(1);
 const SETUP_TIMEOUT_MIN: Duration = Duration::from_secs(60);
 /// During the drain, how long without a new arrival means nothing more will come.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// Descriptors beyond one per connection: executors, io_uring, stdio.
+const FILES_SPARE: u64 = 64;
 /// Error messages kept (the first ones; the rest are only counted).
 const ERRORS_MAX: usize = 20;
 /// Highest latency or time a histogram holds: one hour, in nanoseconds.
@@ -211,6 +213,14 @@ pub struct Outcome {
 /// Runs `plan` to the end and returns what every thread measured.
 pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
     clock::epoch();
+    let links: usize = plan.threads.iter().map(Vec::len).sum();
+    if let Some(limit) = procstat::open_files_limit() {
+        if links as u64 + FILES_SPARE > limit {
+            bail!(
+                "{links} connections need more than the {limit} open files allowed: raise `ulimit -n` (the broker, on this machine, needs as many)"
+            );
+        }
+    }
     let config = Arc::new(config.clone());
     let control = Arc::new(Control::default());
     let topic_root: Arc<str> = Arc::from(plan.topic_root.as_str());
