@@ -3,6 +3,9 @@
 //! overrides the ones before. Unknown keys are errors in every layer, and every value
 //! is checked once, here, with a message naming the key, the value and what is
 //! allowed.
+//!
+//! A reload (SIGHUP) reads the same layers again; [`changes`] says what differs and
+//! [`applies`] whether each key takes effect at once or after a restart.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -63,6 +66,31 @@ pub struct Settings {
     pub max_session_expiry: u32,
     /// Seconds shutdown waits for queued messages to reach connected clients.
     pub shutdown_timeout: u64,
+    /// The admin HTTP endpoint: metrics, health and readiness, the JSON API.
+    pub admin: AdminSettings,
+}
+
+/// The `[admin]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// `HOST:PORT` of the admin endpoint; empty: no admin endpoint.
+    pub listen: String,
+    /// Bearer token every admin route but `/health` and `/ready` requires; empty:
+    /// none, allowed only when `listen` is a loopback address.
+    pub token: String,
+}
+
+/// Where the admin endpoint listens unless told otherwise.
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9090";
+
+impl Default for AdminSettings {
+    fn default() -> AdminSettings {
+        AdminSettings {
+            listen: ADMIN_LISTEN_DEFAULT.into(),
+            token: String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +134,7 @@ impl Default for Settings {
             sys_interval: 10,
             max_session_expiry: limits.session_expiry_max_s,
             shutdown_timeout: 5,
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -213,7 +242,7 @@ impl Settings {
             return Err(invalid("listen", "[]", "at least one HOST:PORT address"));
         }
         for listen in &self.listen {
-            resolve(listen)?;
+            resolve("listen", listen)?;
         }
         self.cpu_list()?;
         self.shard_count()?;
@@ -265,7 +294,38 @@ impl Settings {
         in_range("write_timeout", self.write_timeout, 1, 3600)?;
         in_range("sys_interval", self.sys_interval, 0, 86_400)?;
         in_range("shutdown_timeout", self.shutdown_timeout, 0, 3600)?;
+        self.check_admin()
+    }
+
+    fn check_admin(&self) -> Result<(), ConfigError> {
+        let token = &self.admin.token;
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError(
+                "invalid setting `admin.token`: visible ASCII characters only, no spaces \
+                 (it travels in an HTTP header)"
+                    .into(),
+            ));
+        }
+        if let Some(addr) = self.admin_addr()? {
+            if token.is_empty() && !addr.ip().is_loopback() {
+                return Err(invalid(
+                    "admin.listen",
+                    format!("{:?}", self.admin.listen),
+                    "a loopback address such as 127.0.0.1:9090 unless `admin.token` is set: \
+                     the admin API can disconnect clients",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Where the admin endpoint listens; `None`: it is off.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let listen = self.admin.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        resolve("admin.listen", listen).map(Some)
     }
 
     /// `"0,2-3"` -> [0, 2, 3]; empty: not pinned.
@@ -296,7 +356,10 @@ impl Settings {
 
     /// The addresses to listen on, resolved.
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        self.listen.iter().map(|listen| resolve(listen)).collect()
+        self.listen
+            .iter()
+            .map(|listen| resolve("listen", listen))
+            .collect()
     }
 
     pub fn limits(&self) -> Limits {
@@ -323,21 +386,147 @@ impl Settings {
         }
     }
 
-    /// The settings as a TOML document, every key present.
+    /// The settings as a TOML document, every key present; a secret is shown only
+    /// as set or not.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self)
+        let mut shown = self.clone();
+        if !shown.admin.token.is_empty() {
+            shown.admin.token = REDACTED.into();
+        }
+        toml::to_string(&shown)
             .unwrap_or_else(|error| format!("# cannot print the settings: {error}\n"))
     }
 }
 
-fn resolve(listen: &str) -> Result<SocketAddr, ConfigError> {
+/// What is shown in place of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// Keys that take effect only when the broker starts: the listeners, the shards
+/// and their rings, the log format, the timers fixed at start, and the admin
+/// listener. Every other key applies at a reload (SIGHUP), to what starts
+/// afterwards: limits to new connections and sessions.
+const RESTART_KEYS: &[&str] = &[
+    "listen",
+    "shards",
+    "cpus",
+    "log_format",
+    "ring_capacity",
+    "sys_interval",
+    "shutdown_timeout",
+    "admin.listen",
+];
+
+/// Keys a reload applies at once.
+#[cfg(test)]
+const LIVE_KEYS: &[&str] = &[
+    "log",
+    "max_connections",
+    "max_packet_size",
+    "max_inflight",
+    "max_queued_messages",
+    "max_topic_levels",
+    "max_subscriptions_per_client",
+    "max_topic_aliases",
+    "max_keep_alive",
+    "max_outbound_bytes",
+    "max_sessions",
+    "max_retained_messages",
+    "queue_full_policy",
+    "connect_timeout",
+    "write_timeout",
+    "max_session_expiry",
+    "admin.token",
+];
+
+/// When a changed key takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    Now,
+    AfterRestart,
+}
+
+impl fmt::Display for Applies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Applies::Now => "now",
+            Applies::AfterRestart => "after a restart",
+        })
+    }
+}
+
+/// When a change of `key` (dotted for nested keys: `admin.listen`) takes effect.
+pub fn applies(key: &str) -> Applies {
+    if RESTART_KEYS.contains(&key) {
+        Applies::AfterRestart
+    } else {
+        Applies::Now
+    }
+}
+
+/// A key whose value differs between two settings; secrets show as redacted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Every key whose value differs, in key order.
+pub fn changes(old: &Settings, new: &Settings) -> Vec<Change> {
+    let old = flat_values(old);
+    let new = flat_values(new);
+    let mut changed = Vec::new();
+    for (key, new_value) in &new {
+        let old_value = old.get(key).cloned().unwrap_or_default();
+        if &old_value != new_value {
+            let secret = key == "admin.token";
+            let show = |value: String| if secret { REDACTED.into() } else { value };
+            changed.push(Change {
+                key: key.clone(),
+                old: show(old_value),
+                new: show(new_value.clone()),
+            });
+        }
+    }
+    changed
+}
+
+/// `key -> value as TOML`, nested tables flattened to dotted keys.
+fn flat_values(settings: &Settings) -> std::collections::BTreeMap<String, String> {
+    fn walk(
+        prefix: &str,
+        table: &toml::Table,
+        into: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => walk(&key, inner, into),
+                other => {
+                    into.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    let mut flat = std::collections::BTreeMap::new();
+    if let Ok(toml::Value::Table(table)) = toml::Value::try_from(settings) {
+        walk("", &table, &mut flat);
+    }
+    flat
+}
+
+fn resolve(key: &str, listen: &str) -> Result<SocketAddr, ConfigError> {
     listen
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| {
             invalid(
-                "listen",
+                key,
                 format!("{listen:?}"),
                 "a HOST:PORT address, e.g. 0.0.0.0:1883",
             )
@@ -403,5 +592,70 @@ mod tests {
         }
         let back: Settings = toml::from_str(&text).unwrap_or_default();
         assert_eq!(back, settings);
+    }
+
+    #[test]
+    fn every_key_is_either_live_or_needs_a_restart() {
+        let mut classified: Vec<&str> = RESTART_KEYS.iter().chain(LIVE_KEYS).copied().collect();
+        classified.sort_unstable();
+        let all: Vec<String> = flat_values(&Settings::default()).into_keys().collect();
+        assert_eq!(
+            classified, all,
+            "a new key must be listed in RESTART_KEYS or LIVE_KEYS"
+        );
+        assert_eq!(applies("max_connections"), Applies::Now);
+        assert_eq!(applies("admin.listen"), Applies::AfterRestart);
+    }
+
+    #[test]
+    fn changes_name_nested_keys_and_hide_secrets() {
+        let old = Settings::default();
+        let mut new = old.clone();
+        new.max_connections = 5;
+        new.admin.token = "hunter2".into();
+        let changed = changes(&old, &new);
+        assert_eq!(
+            changed,
+            vec![
+                Change {
+                    key: "admin.token".into(),
+                    old: REDACTED.into(),
+                    new: REDACTED.into(),
+                },
+                Change {
+                    key: "max_connections".into(),
+                    old: "100000".into(),
+                    new: "5".into(),
+                },
+            ]
+        );
+        assert!(changes(&old, &old).is_empty());
+        assert!(!new.to_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn an_admin_endpoint_off_loopback_needs_a_token() {
+        let mut settings = Settings::default();
+        settings.admin.listen = "0.0.0.0:9090".into();
+        let error = settings
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("`admin.listen` = \"0.0.0.0:9090\"") && error.contains("admin.token"),
+            "0.0.0.0 without a token is refused: {error}"
+        );
+        settings.admin.token = "s3cret".into();
+        assert!(settings.check().is_ok());
+        settings.admin.token = "two words".into();
+        assert!(settings.check().is_err());
+        settings.admin = AdminSettings {
+            listen: String::new(),
+            token: String::new(),
+        };
+        assert_eq!(settings.admin_addr().ok(), Some(None), "empty: off");
+        settings.admin.listen = "[::1]:0".into();
+        assert!(settings.check().is_ok());
     }
 }

@@ -1,21 +1,32 @@
 //! The `ringmq` binary: read the settings (defaults < file < environment < flags),
-//! check that io_uring can be used, start one shard per core, say when it listens,
-//! and shut down gracefully on SIGTERM or SIGINT.
+//! check that io_uring can be used, start one shard per core and the admin
+//! endpoint, say when it listens (stdout, and systemd when run as a notify
+//! service), reload on SIGHUP and shut down gracefully on SIGTERM or SIGINT.
+//!
+//! Layout: `config` (the settings and their checks), `logging` (stderr, with a
+//! filter a reload can replace), `reload` (SIGHUP), `systemd` (readiness
+//! notification).
 
 mod config;
+mod logging;
+mod reload;
+mod systemd;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ringmq_admin::{AdminConfig, AdminError, AdminServer};
 use ringmq_net::PortReservation;
-use ringmq_shard::BrokerConfig;
+use ringmq_shard::{BrokerConfig, BrokerHandle};
 use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use config::{LogFormat, Settings};
+use config::Settings;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,7 +36,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// With no flags and no file it listens on 0.0.0.0:1883 with one shard per core.
 /// Settings come from defaults, then `--config FILE`, then `RINGMQ_<KEY>`
 /// environment variables, then flags, each overriding the ones before.
-#[derive(Debug, Parser, Serialize)]
+#[derive(Clone, Debug, Parser, Serialize)]
 #[command(name = "ringmq", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
@@ -123,9 +134,29 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_timeout: Option<u64>,
+
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "AdminFlags::is_empty")]
+    admin: AdminFlags,
 }
 
-#[derive(Debug, Subcommand)]
+/// Flags of the `[admin]` table. The token has none: a flag would show it to
+/// every user of the host (`ps`); set it in the file or in RINGMQ_ADMIN__TOKEN.
+#[derive(Clone, Debug, Args, Serialize)]
+struct AdminFlags {
+    /// Admin HTTP endpoint (metrics, probes, JSON API), HOST:PORT; empty: off.
+    #[arg(id = "admin_listen", long = "admin-listen", value_name = "HOST:PORT")]
+    #[serde(rename = "listen", skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+}
+
+impl AdminFlags {
+    fn is_empty(&self) -> bool {
+        self.listen.is_none()
+    }
+}
+
+#[derive(Clone, Debug, Subcommand)]
 enum Command {
     /// Check a configuration file on its own (defaults filled in) and exit: 0 when
     /// it is valid, 1 with the key, the bad value and what is allowed when not.
@@ -133,19 +164,6 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
-}
-
-fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .with_context(|| format!("log = {:?}: not a log level or filter", settings.log))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 fn broker_config(settings: &Settings) -> anyhow::Result<(BrokerConfig, Vec<PortReservation>)> {
@@ -173,41 +191,86 @@ fn broker_config(settings: &Settings) -> anyhow::Result<(BrokerConfig, Vec<PortR
     Ok((config, reservations))
 }
 
-fn serve(settings: &Settings) -> anyhow::Result<()> {
-    init_logging(settings)?;
-    let (config, reservations) = broker_config(settings)?;
+/// Starts the admin endpoint unless it is off. The default address may be taken
+/// (Prometheus itself listens on 9090): then the broker runs without it and says
+/// so; an address chosen on purpose that cannot be had stops the start.
+fn start_admin(settings: &Settings, handle: BrokerHandle) -> anyhow::Result<Option<AdminServer>> {
+    let Some(listen) = settings.admin_addr()? else {
+        return Ok(None);
+    };
+    let config = AdminConfig {
+        listen,
+        token: Some(settings.admin.token.clone()).filter(|t| !t.is_empty()),
+        limits: settings.limits(),
+    };
+    match ringmq_admin::serve(config, handle) {
+        Ok(server) => Ok(Some(server)),
+        Err(AdminError::Bind { addr, source })
+            if settings.admin.listen == config::ADMIN_LISTEN_DEFAULT
+                && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(
+                %addr,
+                "the default admin address is taken; running without the admin endpoint \
+                 (set admin.listen to another address, or to \"\" to turn it off)"
+            );
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
+    let log_filter = logging::init(&settings)?;
+    // Before any shard starts: a SIGHUP's default action would end the process.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    let (config, reservations) = broker_config(&settings)?;
     ringmq_net::probe::check(config.shards).context("io_uring is not usable")?;
     let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     let shards = config.shards;
     let running = ringmq_shard::start(config)?;
     let stopper = running.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("cannot install signal handlers")?;
+    let admin = start_admin(&settings, running.handle())?.map(Arc::new);
+    let admin_addr = admin.as_ref().map(|admin| admin.addr());
+    let mut reloader =
+        reload::Reloader::new(load, settings, running.handle(), log_filter, admin.clone());
     std::thread::Builder::new()
         .name("ringmq-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reloader.reload();
+                    continue;
+                }
                 tracing::info!(signal, "shutting down");
+                systemd::notify("STOPPING=1");
                 stopper.stop();
+                break;
             }
         })
         .context("cannot start the signal thread")?;
     for reservation in reservations {
         reservation.release();
     }
-    tracing::info!(listeners = %listeners.join(","), shards, "ringmq ready");
-    let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
+    let mut ready = format!(
         "ringmq ready listeners={} shards={shards}",
         listeners.join(",")
-    )?;
+    );
+    if let Some(addr) = admin_addr {
+        ready.push_str(&format!(" admin={addr}"));
+    }
+    let admin_shown = admin_addr.map_or_else(|| "off".to_owned(), |addr| addr.to_string());
+    tracing::info!(listeners = %listeners.join(","), shards, admin = %admin_shown, "ringmq ready");
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{ready}")?;
     stdout.flush()?;
     drop(stdout);
+    systemd::notify("READY=1");
     running.wait();
+    if let Some(admin) = admin {
+        admin.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -227,7 +290,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", settings.to_toml());
         return Ok(());
     }
-    serve(&settings)
+    let file = cli.config.clone();
+    let load: reload::Load = Box::new(move || config::load(file.as_deref(), true, &cli));
+    serve(settings, load)
 }
 
 fn main() -> ExitCode {

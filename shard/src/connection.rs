@@ -426,7 +426,15 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
             }
         };
         if has_data {
-            if writer.write_all(&spare).await.is_err() {
+            let sent = match writer.try_write(&spare) {
+                Ok(sent) => sent,
+                Err(_) => break,
+            };
+            if writer
+                .write_all(spare.get(sent..).unwrap_or_default())
+                .await
+                .is_err()
+            {
                 break;
             }
             ctx.stats.bytes_sent.add(spare.len() as u64);
