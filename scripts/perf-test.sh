@@ -74,7 +74,7 @@ start_broker() {
     BROKER_LOG=$(mktemp)
     case "$1" in
         ringmq)
-            "$BROKER_BIN" --listen 127.0.0.1:0 --cpus "$BROKER_CPU" --shards 1 --sys-interval 0 --log warn \
+            "$BROKER_BIN" --listen 127.0.0.1:0 --cpus "$BROKER_CPU" --shards 1 --sys-interval 0 --log warn --admin-listen "" \
                 >"$BROKER_LOG" 2>&1 &
             BROKER_PID=$!
             local line=""

@@ -52,6 +52,9 @@ impl Broker {
                 "0",
                 "--log",
                 "warn",
+                // No admin endpoint: parallel test runs would race for its port.
+                "--admin-listen",
+                "",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
