@@ -9,12 +9,13 @@
 #   perf-results/<date>-<host>/summary.md            median and spread per case
 #   perf-results/<date>-<host>/machine.md            CPU, cores, kernel, load
 #
-# Usage: scripts/perf-test.sh [--duration SECS] [--warmup SECS] [--repeat N]
+# Usage: scripts/perf-test.sh [--peers] [--duration SECS] [--warmup SECS] [--repeat N]
 #                             [--broker-cpu N] [--bench-cpu N] [--out DIR] [--quick]
 #
-# Extension point for peers (Mosquitto, rumqttd): add a case to start_broker and
-# the broker's name to BROKERS; every case then runs against each broker and the
-# summary labels rows <broker>/<case>. Not built yet: --peers says so and exits.
+# --peers runs every case against Mosquitto too (Debian's package, installed when
+# missing, pinned to the same CPU), and the summary labels rows <broker>/<case>.
+# rumqttd is not in the matrix yet: add a case to start_broker and its name to the
+# BROKERS that --peers sets.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
         --bench-cpu) BENCH_CPU=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --quick) DURATION=2; WARMUP=1; REPEAT=1; shift ;;
-        --peers) die "--peers (Mosquitto, rumqttd) is not implemented yet: see start_broker in $0" ;;
+        --peers) BROKERS=(ringmq mosquitto); shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
@@ -57,6 +58,17 @@ CASES=(
 
 cd "$ROOT"
 cargo build --release -p ringmq -p ringmq-bench
+MOSQUITTO=""
+if [ "${#BROKERS[@]}" -gt 1 ]; then
+    # Peers run from Debian's packages, installed when missing. rumqttd is not in
+    # the matrix yet (it needs `cargo install rumqttd --version 0.20.0` and a config
+    # of its own); say so rather than leave it out silently.
+    MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    if [ ! -x "$MOSQUITTO" ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+    fi
+    echo "perf-test: peers: mosquitto ($("$MOSQUITTO" -h 2>/dev/null | head -1)); rumqttd not included yet" >&2
+fi
 BENCH="$ROOT/target/release/ringmq-bench"
 BROKER_BIN="$ROOT/target/release/ringmq"
 
@@ -87,7 +99,22 @@ start_broker() {
             [ -n "$line" ] || { cat "$BROKER_LOG" >&2; die "ringmq did not get ready in ${READY_WAIT_S}s"; }
             BROKER_ADDR=$(echo "$line" | sed -E 's/.*listeners=([^ ,]+).*/\1/')
             ;;
-        # mosquitto) ... start on a free port with taskset -c "$BROKER_CPU" ... ;;
+        mosquitto)
+            local port conf
+            port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+            conf=$(mktemp)
+            printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n' "$port" >"$conf"
+            taskset -c "$BROKER_CPU" "$MOSQUITTO" -c "$conf" >"$BROKER_LOG" 2>&1 &
+            BROKER_PID=$!
+            local up=""
+            for _ in $(seq $((READY_WAIT_S * 10))); do
+                if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=1; break; fi
+                kill -0 "$BROKER_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            [ -n "$up" ] || { cat "$BROKER_LOG" >&2; die "mosquitto did not listen in ${READY_WAIT_S}s"; }
+            BROKER_ADDR="127.0.0.1:$port"
+            ;;
         *) die "broker $1 is not supported yet" ;;
     esac
 }
