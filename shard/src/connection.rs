@@ -22,8 +22,33 @@ use crate::ring::{owner_of, Adoption, ConnectionPermit, ShardMsg};
 use crate::runtime::ShardCtx;
 use crate::state::{Attached, CloseReason, ConnHandle, Ending};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked of the socket per read: from `READ_CHUNK_MIN` for a quiet client (an
+/// idle IoT connection should cost little memory) up to `READ_CHUNK_MAX` for one
+/// that fills every read (batches for throughput). The read buffer is resident
+/// memory, so it follows the client's pace.
+const READ_CHUNK_MIN: usize = 1024;
+const READ_CHUNK_MAX: usize = 16 * 1024;
+
+/// Output buffer capacity kept between bursts.
+const OUT_BUFFER_KEEP: usize = 4096;
+
+/// Adapts the read size to what the last read brought.
+fn next_chunk(chunk: usize, read: usize) -> usize {
+    if read == chunk {
+        (chunk * 2).min(READ_CHUNK_MAX)
+    } else if read < chunk / 4 {
+        (chunk / 2).max(READ_CHUNK_MIN)
+    } else {
+        chunk
+    }
+}
+
+/// Buffers that grew for a burst are given back once they are empty again.
+fn shrink_if_idle(buf: &mut BytesMut, keep: usize) {
+    if buf.is_empty() && buf.capacity() > 4 * keep {
+        *buf = BytesMut::with_capacity(keep);
+    }
+}
 
 /// Longest a SUBSCRIBE waits for the other shards' answers (they answer in
 /// microseconds; this only bounds a shard that is stopping).
@@ -39,7 +64,7 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
     {
         return;
     }
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_MIN);
     let mut connect = loop {
         match codec::decode(&mut buf, ProtocolVersion::V5, limits.packet_size_max) {
             Ok(Some(Packet::Connect(connect))) => break connect,
@@ -55,7 +80,7 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
                 return;
             }
         }
-        match stream.read_into(&mut buf, READ_CHUNK).await {
+        match stream.read_into(&mut buf, READ_CHUNK_MIN).await {
             Ok(0) => return,
             Ok(n) => ctx.stats.bytes_received.add(n as u64),
             Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
@@ -214,7 +239,7 @@ pub(crate) async fn serve(
     if reader.set_timeout(timeout).is_err() {
         conn.close_with(CloseReason::Kicked(ReasonCode::UnspecifiedError));
     }
-    let mut buf = BytesMut::with_capacity(READ_CHUNK.max(leftover.len()));
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_MIN.max(leftover.len()));
     buf.extend_from_slice(&leftover);
     let (ending, why) = read_loop(&ctx, &mut reader, &mut buf, &conn, attached, &client_id).await;
     ctx.state
@@ -242,6 +267,7 @@ async fn read_loop(
     client_id: &ByteString,
 ) -> (Ending, &'static str) {
     let max = ctx.limits().packet_size_max;
+    let mut chunk = READ_CHUNK_MIN;
     loop {
         loop {
             if let Some(reason) = conn.close.get() {
@@ -280,14 +306,18 @@ async fn read_loop(
         while conn.out.borrow().len() >= outbound_max && conn.close.get().is_none() {
             conn.drained.notified().await;
         }
-        let read = reader.read_into(buf, READ_CHUNK).await;
+        shrink_if_idle(buf, chunk);
+        let read = reader.read_into(buf, chunk).await;
         if let (Err(_) | Ok(0), Some(reason)) = (&read, conn.close.get()) {
             // The broker closed the socket itself (takeover, a failed write).
             return (Ending::Abnormal, reason.describe());
         }
         match read {
             Ok(0) => return (Ending::Abnormal, "connection closed by the client"),
-            Ok(n) => ctx.stats.bytes_received.add(n as u64),
+            Ok(n) => {
+                ctx.stats.bytes_received.add(n as u64);
+                chunk = next_chunk(chunk, n);
+            }
             Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
                 if attached.version == ProtocolVersion::V5 {
                     conn.write(
@@ -415,7 +445,7 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
         writer.close().await;
         return;
     }
-    let mut spare = BytesMut::with_capacity(4096);
+    let mut spare = BytesMut::new();
     loop {
         let has_data = {
             let mut out = conn.out.borrow_mut();
@@ -440,6 +470,7 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
             }
             ctx.stats.bytes_sent.add(spare.len() as u64);
             spare.clear();
+            shrink_if_idle(&mut spare, OUT_BUFFER_KEEP);
             conn.drained.notify();
             continue;
         }
@@ -453,4 +484,31 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
         conn.close.set(Some(CloseReason::WriteFailed));
     }
     writer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_size_follows_the_client() {
+        assert_eq!(
+            next_chunk(READ_CHUNK_MIN, READ_CHUNK_MIN),
+            2 * READ_CHUNK_MIN
+        );
+        assert_eq!(next_chunk(READ_CHUNK_MAX, READ_CHUNK_MAX), READ_CHUNK_MAX);
+        assert_eq!(next_chunk(8192, 100), 4096);
+        assert_eq!(next_chunk(READ_CHUNK_MIN, 10), READ_CHUNK_MIN);
+        assert_eq!(next_chunk(4096, 3000), 4096);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        shrink_if_idle(&mut buf, 1024);
+        assert!(buf.capacity() < 8192);
+        let mut busy = BytesMut::with_capacity(64 * 1024);
+        busy.extend_from_slice(b"pending");
+        shrink_if_idle(&mut busy, 1024);
+        assert!(
+            busy.capacity() >= 64 * 1024,
+            "a buffer holding data is kept"
+        );
+    }
 }

@@ -82,7 +82,7 @@ pub(crate) struct ConnHandle {
 impl ConnHandle {
     pub(crate) fn new(generation: u64, peer: SocketAddr) -> Rc<ConnHandle> {
         Rc::new(ConnHandle {
-            out: RefCell::new(BytesMut::with_capacity(4096)),
+            out: RefCell::new(BytesMut::new()),
             wake: Notify::default(),
             drained: Notify::default(),
             close: Cell::new(None),
