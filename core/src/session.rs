@@ -681,12 +681,14 @@ fn write_publish(
         return Ok(());
     }
     let publish = outbound_publish(message, grant, packet_id, dup, version, now);
-    let len =
-        codec::publish_len(&publish, version).map_err(|_: EncodeError| DropReason::TooLarge)?;
+    // Encoded once; taken back off if it exceeds what the client accepts.
+    let start = out.len();
+    let len = codec::encode_publish(&publish, version, out)
+        .map_err(|_: EncodeError| DropReason::TooLarge)?;
     if client_packet_max.is_some_and(|max| len > max as usize) {
+        out.truncate(start);
         return Err(DropReason::TooLarge);
     }
-    codec::encode_publish(&publish, version, out).map_err(|_| DropReason::TooLarge)?;
     Ok(())
 }
 

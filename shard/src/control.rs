@@ -129,17 +129,28 @@ impl BrokerHandle {
         Ok(answer)
     }
 
-    /// Sessions on every shard, connected or not, sorted by client id; at most
-    /// `limit`.
-    pub async fn clients(&self, limit: usize) -> Result<Vec<ClientInfo>, Unavailable> {
+    /// Asks every shard the same question and concatenates the answers.
+    async fn gather<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<Vec<T>>) -> Control,
+    ) -> Result<Vec<T>, Unavailable> {
         let mut answers = Vec::with_capacity(self.shards());
         for shard in 0..self.shards() {
-            answers.push(self.ask(shard, |reply| Control::Clients { limit, reply })?);
+            answers.push(self.ask(shard, &make)?);
         }
         let mut all = Vec::new();
         for answer in answers {
             all.extend(answer.await.map_err(|_| Unavailable)?);
         }
+        Ok(all)
+    }
+
+    /// Sessions on every shard, connected or not, sorted by client id; at most
+    /// `limit`.
+    pub async fn clients(&self, limit: usize) -> Result<Vec<ClientInfo>, Unavailable> {
+        let mut all = self
+            .gather(|reply| Control::Clients { limit, reply })
+            .await?;
         all.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         all.truncate(limit);
         Ok(all)
@@ -180,14 +191,9 @@ impl BrokerHandle {
 
     /// Subscriptions on every shard, sorted by client id and filter; at most `limit`.
     pub async fn subscriptions(&self, limit: usize) -> Result<Vec<SubscriptionInfo>, Unavailable> {
-        let mut answers = Vec::with_capacity(self.shards());
-        for shard in 0..self.shards() {
-            answers.push(self.ask(shard, |reply| Control::Subscriptions { limit, reply })?);
-        }
-        let mut all = Vec::new();
-        for answer in answers {
-            all.extend(answer.await.map_err(|_| Unavailable)?);
-        }
+        let mut all = self
+            .gather(|reply| Control::Subscriptions { limit, reply })
+            .await?;
         all.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
         all.truncate(limit);
         Ok(all)
