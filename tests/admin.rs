@@ -78,6 +78,23 @@ fn metrics_pass_promtool_and_follow_real_traffic() {
             >= received_before + 1.0
     );
     assert!(metric_sum(&after, "ringmq_connections_total", &[]) >= 2.0);
+    // The first PUBLISH a shard reads is a latency sample; the subscriber's shard
+    // records it once its copy is written.
+    let latency = eventually("the delivery latency sample is recorded", || {
+        let text = broker.get("/metrics", None).body;
+        (metric_sum(&text, "ringmq_delivery_latency_seconds_count", &[]) >= 1.0).then_some(text)
+    });
+    let samples = metric_sum(&latency, "ringmq_delivery_latency_seconds_count", &[]);
+    assert_eq!(
+        metric_sum(
+            &latency,
+            "ringmq_delivery_latency_seconds_bucket",
+            &["le=\"+Inf\""]
+        ),
+        samples
+    );
+    let seconds = metric_sum(&latency, "ringmq_delivery_latency_seconds_sum", &[]);
+    assert!(seconds > 0.0 && seconds < 20.0 * samples, "{latency}");
     assert!(metric_sum(&after, "ringmq_received_bytes_total", &[]) > 0.0);
     assert!(metric_sum(&after, "ringmq_sent_bytes_total", &[]) > 0.0);
     assert!(metric_sum(&after, "ringmq_resident_memory_bytes", &[]) > 0.0);

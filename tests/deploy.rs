@@ -130,6 +130,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         "bool",
         "label_values",
         "predict_linear",
+        "histogram_quantile",
     ];
     let mut names = BTreeSet::new();
     // A space at the end ends the last word like any other.

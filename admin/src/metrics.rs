@@ -12,7 +12,7 @@ use std::fmt::{self, Write as _};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -314,6 +314,36 @@ impl Collector for BrokerCollector {
         }
         for family in SHARD_FAMILIES {
             self.encode_shard_family(family, &mut encoder)?;
+        }
+        self.encode_delivery_latency(&mut encoder)
+    }
+}
+
+impl BrokerCollector {
+    /// The shards' sampled publish-to-delivery histograms, one series per shard.
+    fn encode_delivery_latency(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let mut metric = encoder.encode_descriptor(
+            "ringmq_delivery_latency",
+            "Time from a PUBLISH decoded to its copy written to a subscriber's socket, \
+             for one message in 32 delivered on arrival (the shard of the subscriber).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (shard, stats) in self.handle.shard_stats().iter().enumerate() {
+            let histogram = &stats.delivery_latency;
+            let buckets: Vec<(f64, u64)> = histogram.buckets().collect();
+            let inside: u64 = buckets.iter().map(|(_, count)| count).sum();
+            let mut all = buckets;
+            all.push((f64::INFINITY, histogram.count().saturating_sub(inside)));
+            let labels = [("shard", shard)];
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum_seconds(),
+                    histogram.count(),
+                    &all,
+                    None,
+                )?;
         }
         Ok(())
     }

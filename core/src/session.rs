@@ -59,6 +59,10 @@ pub struct Message {
     pub expires_at: Option<Timestamp>,
     /// The session that published it, for No Local; `None` for the broker's own.
     pub origin: Option<SessionKey>,
+    /// When the broker took this message as a sample for its publish-to-delivery
+    /// latency, in nanoseconds of the broker's monotonic clock; 0: not a sample.
+    /// The core only carries it: the clock and the histogram are the shard's.
+    pub sampled_at_ns: u64,
 }
 
 impl Message {
@@ -76,6 +80,7 @@ impl Message {
             properties,
             expires_at,
             origin,
+            sampled_at_ns: 0,
         }
     }
 

@@ -43,6 +43,7 @@ fn message(qos: QoS, payload: &'static str) -> Arc<Message> {
         properties: PublishProperties::default(),
         expires_at: None,
         origin: None,
+        sampled_at_ns: 0,
     })
 }
 

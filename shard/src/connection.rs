@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::ring::{owner_of, Adoption, ConnectionPermit, ShardMsg};
 use crate::runtime::ShardCtx;
-use crate::state::{Attached, CloseReason, ConnHandle, Ending};
+use crate::state::{clock_ns, Attached, CloseReason, ConnHandle, Ending};
 
 /// Bytes asked of the socket per read: from `READ_CHUNK_MIN` for a quiet client (an
 /// idle IoT connection should cost little memory) up to `READ_CHUNK_MAX` for one
@@ -447,13 +447,13 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
     }
     let mut spare = BytesMut::new();
     loop {
-        let has_data = {
+        let (has_data, sample_ns) = {
             let mut out = conn.out.borrow_mut();
             if out.is_empty() {
-                false
+                (false, 0)
             } else {
                 std::mem::swap(&mut *out, &mut spare);
-                true
+                (true, conn.sample_ns.replace(0))
             }
         };
         if has_data {
@@ -467,6 +467,12 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
                 .is_err()
             {
                 break;
+            }
+            if sample_ns != 0 {
+                let elapsed_ns = clock_ns().saturating_sub(sample_ns);
+                ctx.stats
+                    .delivery_latency
+                    .record(Duration::from_nanos(elapsed_ns));
             }
             ctx.stats.bytes_sent.add(spare.len() as u64);
             spare.clear();

@@ -345,6 +345,7 @@ async fn sys_loop(ctx: Rc<ShardCtx>, all: Arc<Vec<Arc<ShardStats>>>, interval: D
                     properties: PublishProperties::default(),
                     expires_at: None,
                     origin: None,
+                    sampled_at_ns: 0,
                 }));
             }
         }

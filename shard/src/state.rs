@@ -37,11 +37,26 @@ use crate::stats::ShardStats;
 
 /// Milliseconds since the process started, on the monotonic clock all shards share,
 /// so deadlines (message expiry) mean the same on every shard.
-pub(crate) fn now() -> Timestamp {
+fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = EPOCH.get_or_init(Instant::now);
-    Timestamp(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    *EPOCH.get_or_init(Instant::now)
 }
+
+pub(crate) fn now() -> Timestamp {
+    Timestamp(u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The monotonic clock of latency samples, in nanoseconds; never 0 (0 marks a
+/// message that is not a sample).
+pub(crate) fn clock_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// One inbound PUBLISH in this many is a latency sample: two clock reads per
+/// sample, nothing for the others.
+const LATENCY_SAMPLE_EVERY: u32 = 32;
 
 /// Why the broker closes a connection, for the log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +90,9 @@ pub(crate) struct ConnHandle {
     pub drained: Notify,
     /// Set when the broker ends the connection: the writer flushes and closes.
     pub close: Cell<Option<CloseReason>>,
+    /// The sample time of a latency-sample message in `out` (0: none), for the
+    /// writer to record once it has written it.
+    pub sample_ns: Cell<u64>,
     pub generation: u64,
     pub peer: SocketAddr,
 }
@@ -86,6 +104,7 @@ impl ConnHandle {
             wake: Notify::default(),
             drained: Notify::default(),
             close: Cell::new(None),
+            sample_ns: Cell::new(0),
             generation,
             peer,
         })
@@ -194,6 +213,8 @@ pub(crate) struct Shard {
     offline_out: BytesMut,
     /// Encoded frames of the message being fanned out, shared by its subscribers.
     frames: FrameCache,
+    /// Inbound PUBLISHes until the next latency sample.
+    sample_countdown: u32,
     /// Sessions the current work left congested (backpressure policy): the task
     /// that did it waits for them before it reads more.
     congested: Vec<SessionKey>,
@@ -228,6 +249,7 @@ impl Shard {
             matches: Vec::new(),
             offline_out: BytesMut::new(),
             frames: FrameCache::default(),
+            sample_countdown: 1,
             congested: Vec::new(),
             drained: Rc::new(Event::default()),
         }
@@ -703,7 +725,14 @@ impl Shard {
             return Ok(());
         };
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
-            Inbound::Route(message, packet_id) => {
+            Inbound::Route(mut message, packet_id) => {
+                self.sample_countdown = self.sample_countdown.saturating_sub(1);
+                if self.sample_countdown == 0 {
+                    self.sample_countdown = LATENCY_SAMPLE_EVERY;
+                    if let Some(message) = Arc::get_mut(&mut message) {
+                        message.sampled_at_ns = clock_ns();
+                    }
+                }
                 // Clients may not write the broker's own topics.
                 let matched = if message.topic.starts_with("$SYS") {
                     false
@@ -881,6 +910,9 @@ impl Shard {
                         .deliver(message, grant, now, &mut out, full, &mut self.frames);
                 drop(out);
                 if delivery == Delivery::Sent {
+                    if message.sampled_at_ns != 0 && conn.sample_ns.get() == 0 {
+                        conn.sample_ns.set(message.sampled_at_ns);
+                    }
                     conn.wake.notify();
                 }
                 delivery
@@ -914,6 +946,8 @@ impl Shard {
         let stored = Arc::new(Message {
             topic: ByteString::from(&*message.topic),
             payload: Bytes::copy_from_slice(&message.payload),
+            // A retained copy is delivered long after; it is no latency sample.
+            sampled_at_ns: 0,
             ..Message::clone(message)
         });
         let owner = owner_of(message.topic.as_bytes(), self.shards);

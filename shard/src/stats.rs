@@ -2,6 +2,7 @@
 //! locked instruction on the hot path); readers sum all shards when they report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ringmq_core::packet::QoS;
 use ringmq_core::session::DropReason;
@@ -63,6 +64,59 @@ pub struct ShardStats {
     pub dropped_no_subscribers: Counter,
     pub ring_full: Counter,
     pub protocol_errors: Counter,
+    /// Sampled time from a PUBLISH decoded to its copy written to a subscriber's
+    /// socket, for messages delivered on arrival (not those queued first).
+    pub delivery_latency: LatencyHistogram,
+}
+
+/// Upper bounds of the latency buckets, in seconds (the last bucket, +Inf, is the
+/// count). From 10 µs, below which loopback cannot go, to 1 s, past which a message
+/// is late by any IoT measure.
+pub const LATENCY_BOUNDS_S: [f64; 16] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A histogram with one writer, its shard, like [`Counter`]: each bucket counts
+/// the samples in it alone (not cumulative); readers accumulate.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [Counter; LATENCY_BOUNDS_S.len()],
+    count: Counter,
+    sum_ns: Counter,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let seconds = latency.as_secs_f64();
+        if let Some(bucket) = LATENCY_BOUNDS_S
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .and_then(|index| self.buckets.get(index))
+        {
+            bucket.inc();
+        }
+        self.count.inc();
+        self.sum_ns.add(ns);
+    }
+
+    /// Samples in each bucket of [`LATENCY_BOUNDS_S`], not cumulative.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        LATENCY_BOUNDS_S
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&bound, counter)| (bound, counter.get()))
+    }
+
+    /// All samples, those above the last bound included.
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns.get() as f64 / 1e9
+    }
 }
 
 impl ShardStats {
@@ -96,4 +150,29 @@ impl ShardStats {
 /// The sum of a value over all shards.
 pub fn total(all: &[std::sync::Arc<ShardStats>], value: impl Fn(&ShardStats) -> u64) -> u64 {
     all.iter().map(|stats| value(stats)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let histogram = LatencyHistogram::default();
+        histogram.record(Duration::from_micros(5));
+        histogram.record(Duration::from_micros(10));
+        histogram.record(Duration::from_micros(700));
+        histogram.record(Duration::from_secs(3));
+        let buckets: Vec<(f64, u64)> = histogram.buckets().collect();
+        assert_eq!(buckets.first(), Some(&(0.000_01, 2)));
+        let one_ms = buckets.iter().find(|(bound, _)| *bound == 0.001);
+        assert_eq!(one_ms, Some(&(0.001, 1)));
+        assert_eq!(
+            buckets.iter().map(|(_, n)| n).sum::<u64>(),
+            3,
+            "3 s is past every bound"
+        );
+        assert_eq!(histogram.count(), 4);
+        assert!((histogram.sum_seconds() - 3.000_715).abs() < 1e-9);
+    }
 }
