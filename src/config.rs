@@ -66,6 +66,12 @@ pub struct Settings {
     pub max_session_expiry: u32,
     /// Seconds shutdown waits for queued messages to reach connected clients.
     pub shutdown_timeout: u64,
+    /// This broker's name among its peers, in logs, the admin API and metrics;
+    /// empty: the host name. Letters, digits, `.`, `_`, `-`; at most 64.
+    pub node_id: String,
+    /// `HOST:PORT` other nodes are told to reach this one at (a listener's address
+    /// as seen from them, never 0.0.0.0); empty: none advertised.
+    pub advertise: String,
     /// The admin HTTP endpoint: metrics, health and readiness, the JSON API.
     pub admin: AdminSettings,
 }
@@ -134,6 +140,8 @@ impl Default for Settings {
             sys_interval: 10,
             max_session_expiry: limits.session_expiry_max_s,
             shutdown_timeout: 5,
+            node_id: String::new(),
+            advertise: String::new(),
             admin: AdminSettings::default(),
         }
     }
@@ -294,7 +302,66 @@ impl Settings {
         in_range("write_timeout", self.write_timeout, 1, 3600)?;
         in_range("sys_interval", self.sys_interval, 0, 86_400)?;
         in_range("shutdown_timeout", self.shutdown_timeout, 0, 3600)?;
+        if !self.node_id.is_empty() && !is_node_id(&self.node_id) {
+            return Err(invalid(
+                "node_id",
+                format!("{:?}", self.node_id),
+                "1 to 64 letters, digits, `.`, `_` or `-` (empty: the host name)",
+            ));
+        }
+        self.advertised()?;
         self.check_admin()
+    }
+
+    /// This node's id: `node_id`, or the host name made into one.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let id: String = host
+            .trim()
+            .chars()
+            .map(|c| if is_node_id_char(c) { c } else { '-' })
+            .take(NODE_ID_LEN_MAX)
+            .collect();
+        if id.is_empty() {
+            "ringmq".into()
+        } else {
+            id
+        }
+    }
+
+    /// The advertised `HOST:PORT`, checked; `None` when not set. Not resolved: the
+    /// name may only resolve where the peers are.
+    pub fn advertised(&self) -> Result<Option<String>, ConfigError> {
+        let advertise = self.advertise.trim();
+        if advertise.is_empty() {
+            return Ok(None);
+        }
+        let bad = |why: &str| invalid("advertise", format!("{advertise:?}"), why);
+        if let Ok(addr) = advertise.parse::<SocketAddr>() {
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(bad(
+                    "an address peers can reach: not 0.0.0.0 or [::], not port 0",
+                ));
+            }
+            return Ok(Some(advertise.into()));
+        }
+        let (host, port) = advertise
+            .rsplit_once(':')
+            .ok_or_else(|| bad("HOST:PORT, e.g. node-1.example.net:1883"))?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 && host_ok => Ok(Some(advertise.into())),
+            _ => Err(bad(
+                "HOST:PORT with a DNS name or IP address and a port from 1 to 65535",
+            )),
+        }
     }
 
     fn check_admin(&self) -> Result<(), ConfigError> {
@@ -398,6 +465,16 @@ impl Settings {
     }
 }
 
+const NODE_ID_LEN_MAX: usize = 64;
+
+fn is_node_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn is_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= NODE_ID_LEN_MAX && id.chars().all(is_node_id_char)
+}
+
 /// What is shown in place of a secret.
 const REDACTED: &str = "<redacted>";
 
@@ -413,6 +490,8 @@ const RESTART_KEYS: &[&str] = &[
     "ring_capacity",
     "sys_interval",
     "shutdown_timeout",
+    "node_id",
+    "advertise",
     "admin.listen",
 ];
 
@@ -631,6 +710,38 @@ mod tests {
         );
         assert!(changes(&old, &old).is_empty());
         assert!(!new.to_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn node_identity_is_checked_and_defaults_to_the_host_name() {
+        let mut settings = Settings::default();
+        let id = settings.node_id();
+        assert!(is_node_id(&id), "{id:?}");
+        assert_eq!(settings.advertised().ok(), Some(None));
+        settings.node_id = "edge-7.rack_2".into();
+        settings.advertise = "edge-7.example.net:1883".into();
+        assert!(settings.check().is_ok());
+        assert_eq!(settings.node_id(), "edge-7.rack_2");
+        settings.advertise = "[fd00::7]:1883".into();
+        assert!(settings.check().is_ok());
+        for (node_id, advertise, key) in [
+            ("a b", "", "`node_id`"),
+            (&"x".repeat(65) as &str, "", "`node_id`"),
+            ("ok", "0.0.0.0:1883", "`advertise`"),
+            ("ok", "10.0.0.1:0", "`advertise`"),
+            ("ok", "node-1", "`advertise`"),
+            ("ok", "node_1:1883", "`advertise`"),
+            ("ok", "node-1:99999", "`advertise`"),
+        ] {
+            settings.node_id = node_id.into();
+            settings.advertise = advertise.into();
+            let error = settings
+                .check()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(key), "{node_id:?} {advertise:?}: {error}");
+        }
     }
 
     #[test]

@@ -202,6 +202,8 @@ fn start_admin(settings: &Settings, handle: BrokerHandle) -> anyhow::Result<Opti
         listen,
         token: Some(settings.admin.token.clone()).filter(|t| !t.is_empty()),
         limits: settings.limits(),
+        node_id: settings.node_id(),
+        advertise: settings.advertised().ok().flatten(),
     };
     match ringmq_admin::serve(config, handle) {
         Ok(server) => Ok(Some(server)),
@@ -229,6 +231,7 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
     ringmq_net::probe::check(config.shards).context("io_uring is not usable")?;
     let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     let shards = config.shards;
+    let node_id = settings.node_id();
     let running = ringmq_shard::start(config)?;
     let stopper = running.stopper();
     let admin = start_admin(&settings, running.handle())?.map(Arc::new);
@@ -261,7 +264,7 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
         ready.push_str(&format!(" admin={addr}"));
     }
     let admin_shown = admin_addr.map_or_else(|| "off".to_owned(), |addr| addr.to_string());
-    tracing::info!(listeners = %listeners.join(","), shards, admin = %admin_shown, "ringmq ready");
+    tracing::info!(%node_id, listeners = %listeners.join(","), shards, admin = %admin_shown, "ringmq ready");
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}")?;
     stdout.flush()?;

@@ -167,7 +167,13 @@ fn a_token_guards_everything_but_the_probes() {
 
 #[test]
 fn clients_are_listed_inspected_and_kicked_over_http() {
-    let broker = Ringmq::start(&[], &[]);
+    let broker = Ringmq::start(
+        &[],
+        &[
+            ("RINGMQ_NODE_ID", "edge-7"),
+            ("RINGMQ_ADVERTISE", "edge-7.example.net:1883"),
+        ],
+    );
     assert_eq!(broker.get("/ready", None).status, 200);
     let (mut client, code) = mqtt_connect(broker.mqtt, "admin-kick-me", 5);
     assert_eq!(code, 0);
@@ -210,6 +216,13 @@ fn clients_are_listed_inspected_and_kicked_over_http() {
     assert_eq!(about["shards"], 2);
     assert_eq!(about["ready"], true);
     assert_eq!(about["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(about["node_id"], "edge-7");
+    assert_eq!(about["advertise"], "edge-7.example.net:1883");
+    let metrics = broker.get("/metrics", None).body;
+    assert!(
+        metrics.contains("node_id=\"edge-7\""),
+        "ringmq_build_info names the node"
+    );
     assert_eq!(about["totals"]["connections"], 1);
 
     let kicked = http(

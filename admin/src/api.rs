@@ -93,6 +93,8 @@ struct Totals {
 #[derive(Debug, Serialize)]
 struct Broker {
     version: &'static str,
+    node_id: String,
+    advertise: Option<String>,
     uptime_s: u64,
     ready: bool,
     shards: usize,
@@ -104,6 +106,8 @@ async fn broker(State(admin): State<Arc<Admin>>) -> Json<Broker> {
     let sum = |value: fn(&ShardStats) -> u64| total(all, value);
     Json(Broker {
         version: env!("CARGO_PKG_VERSION"),
+        node_id: admin.node_id.clone(),
+        advertise: admin.advertise.clone(),
         uptime_s: admin.started.elapsed().as_secs(),
         ready: admin.handle.is_ready(),
         shards: admin.handle.shards(),

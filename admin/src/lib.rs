@@ -58,6 +58,11 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// The broker's limits, some reported as gauges (`ringmq_connections_max`).
     pub limits: Limits,
+    /// This broker's name among its peers (`node_id`), in the broker info and on
+    /// `ringmq_build_info`.
+    pub node_id: String,
+    /// `HOST:PORT` peers are told to reach this node at (`advertise`), if set.
+    pub advertise: Option<String>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -66,6 +71,8 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("limits", &self.limits)
+            .field("node_id", &self.node_id)
+            .field("advertise", &self.advertise)
             .finish()
     }
 }
@@ -94,6 +101,8 @@ struct Admin {
     limits: Arc<RwLock<Arc<Limits>>>,
     registry: Registry,
     started: Instant,
+    node_id: String,
+    advertise: Option<String>,
 }
 
 impl Admin {
@@ -203,6 +212,7 @@ pub fn serve(config: AdminConfig, handle: BrokerHandle) -> Result<AdminServer, A
         handle: handle.clone(),
         limits: Arc::clone(&limits),
         start_time_unix_s,
+        node_id: config.node_id.clone(),
     });
     let admin = Arc::new(Admin {
         handle,
@@ -210,6 +220,8 @@ pub fn serve(config: AdminConfig, handle: BrokerHandle) -> Result<AdminServer, A
         limits,
         registry,
         started: Instant::now(),
+        node_id: config.node_id,
+        advertise: config.advertise,
     });
     let app = router(Arc::clone(&admin));
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

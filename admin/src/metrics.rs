@@ -184,6 +184,7 @@ pub(crate) struct BrokerCollector {
     /// The limits in force; a reload may change them.
     pub limits: Arc<RwLock<Arc<Limits>>>,
     pub start_time_unix_s: f64,
+    pub node_id: String,
 }
 
 impl BrokerCollector {
@@ -249,11 +250,15 @@ impl Collector for BrokerCollector {
             let info = ConstGauge::new(1u64);
             let mut metric = encoder.encode_descriptor(
                 "ringmq_build_info",
-                "Always 1; the version of the running broker is its label.",
+                "Always 1; the version and node id of the running broker are its labels.",
                 None,
                 info.metric_type(),
             )?;
-            info.encode(metric.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+            let labels = [
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("node_id", self.node_id.as_str()),
+            ];
+            info.encode(metric.encode_family(&labels)?)?;
         }
         encode_gauge(
             &mut encoder,
