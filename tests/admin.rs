@@ -314,3 +314,67 @@ fn a_taken_admin_address_stops_the_start_unless_it_is_the_default() {
     let (_client, code) = mqtt_connect(broker.mqtt, "still-serving", 4);
     assert_eq!(code, 0);
 }
+
+/// A QoS 1 PUBLISH (MQTT 3.1.1) and its PUBACK.
+fn publish_qos1(stream: &mut std::net::TcpStream, topic: &str, packet_id: u16) {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    body.extend_from_slice(b"payload");
+    admin_harness::write_packet(stream, 0x32, &body);
+    let (kind, _) = read_packet(stream).expect("a PUBACK");
+    assert_eq!(kind, 0x40);
+}
+
+#[test]
+fn inflight_queued_and_ring_gauges_follow_the_sessions() {
+    let broker = Ringmq::start(&[], &[]);
+    let (mut publisher, code) = mqtt_connect(broker.mqtt, "gauge-pub", 4);
+    assert_eq!(code, 0);
+
+    // A subscriber that never acknowledges: what it was sent stays inflight.
+    let (mut silent, code) = mqtt_connect(broker.mqtt, "gauge-silent", 4);
+    assert_eq!(code, 0);
+    mqtt_subscribe(&mut silent, "inflight/#", 1, 4);
+
+    // A persistent session that goes away: what it is sent is queued.
+    let mut offline = std::net::TcpStream::connect(broker.mqtt).unwrap();
+    offline.set_read_timeout(Some(WAIT)).unwrap();
+    let id = b"gauge-offline";
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60];
+    connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    connect.extend_from_slice(id);
+    admin_harness::write_packet(&mut offline, 0x10, &connect);
+    assert_eq!(read_packet(&mut offline).unwrap().0, 0x20);
+    mqtt_subscribe(&mut offline, "queued/#", 1, 4);
+    drop(offline);
+    eventually("the persistent session is offline", || {
+        let client = broker.get("/api/v1/clients/gauge-offline", None).json();
+        (client["client"]["connected"] == false).then_some(())
+    });
+
+    publish_qos1(&mut publisher, "inflight/a", 1);
+    publish_qos1(&mut publisher, "inflight/b", 2);
+    for packet_id in 3..6 {
+        publish_qos1(&mut publisher, "queued/x", packet_id);
+    }
+    for _ in 0..2 {
+        let (kind, _) = read_packet(&mut silent).expect("a PUBLISH for the silent client");
+        assert_eq!(kind & 0xF0, 0x30);
+    }
+    let text = eventually("the gauges count inflight 2 and queued 3", || {
+        let text = broker.get("/metrics", None).body;
+        let inflight = metric_sum(&text, "ringmq_messages_inflight", &[]);
+        let queued = metric_sum(&text, "ringmq_messages_queued", &[]);
+        (inflight == 2.0 && queued == 3.0).then_some(text)
+    });
+    // Nothing waits between shards once the traffic is over: one series per shard.
+    assert!(
+        text.contains("ringmq_ring_backlog{shard=\"0\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringmq_ring_backlog{shard=\"1\"} 0"),
+        "{text}"
+    );
+}

@@ -17,7 +17,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use ringmq_shard::stats::{Counter, ShardStats};
+use ringmq_shard::stats::{ring_backlog, Counter, ShardStats};
 use ringmq_shard::{BrokerHandle, Limits};
 
 /// The content type of [`to_prometheus_text`]'s output.
@@ -175,6 +175,22 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
         label: "",
         series: &[("", |s| s.ring_full.get())],
     },
+    ShardFamily {
+        name: "ringmq_messages_inflight",
+        help: "Outbound QoS 1/2 messages sent and not yet acknowledged, over the shard's sessions (counted every second).",
+        unit: None,
+        metric_type: MetricType::Gauge,
+        label: "",
+        series: &[("", |s| s.inflight.get())],
+    },
+    ShardFamily {
+        name: "ringmq_messages_queued",
+        help: "Messages queued in the shard's sessions, offline or behind a full inflight window (counted every second).",
+        unit: None,
+        metric_type: MetricType::Gauge,
+        label: "",
+        series: &[("", |s| s.queued.get())],
+    },
 ];
 
 /// What `/metrics` reports: the shards' counters and a few process-wide values.
@@ -320,11 +336,29 @@ impl Collector for BrokerCollector {
         for family in SHARD_FAMILIES {
             self.encode_shard_family(family, &mut encoder)?;
         }
+        self.encode_ring_backlog(&mut encoder)?;
         self.encode_delivery_latency(&mut encoder)
     }
 }
 
 impl BrokerCollector {
+    /// Per shard, the messages other shards sent it that it has not taken yet.
+    fn encode_ring_backlog(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let mut metric = encoder.encode_descriptor(
+            "ringmq_ring_backlog",
+            "Messages other shards addressed to this shard not yet taken from its rings \
+             (in the rings or queued in front of them).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let all = self.handle.shard_stats();
+        for shard in 0..all.len() {
+            let labels = [("shard", shard)];
+            ConstGauge::new(ring_backlog(all, shard)).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
     /// The shards' sampled publish-to-delivery histograms, one series per shard.
     fn encode_delivery_latency(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let mut metric = encoder.encode_descriptor(

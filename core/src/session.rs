@@ -268,6 +268,16 @@ impl Session {
         self.inflight.len() + self.queue.len()
     }
 
+    /// Outbound QoS 1/2 messages sent and not yet acknowledged.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Messages waiting for the inflight window or for the client to reconnect.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Attaches a new connection: resends what was inflight (PUBLISH with DUP, or
     /// PUBREL), then fills the window from the queue. Topic aliases start afresh.
     pub fn resume(

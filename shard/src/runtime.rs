@@ -30,6 +30,9 @@ use crate::stats::{total, ShardStats};
 
 /// How often a shard looks at session expiry and delayed wills.
 const TIMER_PERIOD: Duration = Duration::from_millis(200);
+/// Timer ticks between two counts of the inflight and queued gauges (1 s): a walk
+/// over the sessions, too costly per message, cheap once a second.
+const GAUGE_TICKS: u32 = 5;
 
 /// Locked memory glommio registers per shard for storage I/O, which shards do not
 /// use; the default (10 MiB) would exhaust a common 8 MiB memlock limit.
@@ -76,6 +79,9 @@ impl ShardCtx {
         let Some(outgoing) = self.outgoing.get(peer) else {
             return;
         };
+        if let Some(sent) = self.stats.ring_sent.get(peer) {
+            sent.inc();
+        }
         let msg = if outgoing.queue.borrow().is_empty() && !outgoing.busy.get() {
             match self.senders.try_send_to(peer, msg) {
                 Ok(()) => return,
@@ -249,6 +255,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: Listener) {
 }
 
 async fn timer_loop(ctx: Rc<ShardCtx>) {
+    let mut ticks: u32 = 0;
     loop {
         glommio::timer::sleep(TIMER_PERIOD).await;
         if ctx.stopping.load(Ordering::Relaxed) {
@@ -256,6 +263,10 @@ async fn timer_loop(ctx: Rc<ShardCtx>) {
             return;
         }
         ctx.state.borrow_mut().run_timers();
+        ticks = ticks.wrapping_add(1);
+        if ticks % GAUGE_TICKS == 0 {
+            ctx.state.borrow().refresh_gauges();
+        }
         ctx.flush().await;
     }
 }
@@ -424,7 +435,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
     let connections = Arc::new(AtomicUsize::new(0));
     let all_stats: Arc<Vec<Arc<ShardStats>>> = Arc::new(
         (0..shards)
-            .map(|_| Arc::new(ShardStats::default()))
+            .map(|_| Arc::new(ShardStats::new(shards)))
             .collect(),
     );
     let boot_id = std::time::SystemTime::now()
@@ -491,6 +502,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     let ctx = Rc::clone(&ctx);
                     glommio::spawn_local(async move {
                         while let Some(msg) = receiver.recv().await {
+                            ctx.stats.ring_received.inc();
                             handle_ring(&ctx, msg);
                             // Not taking more from this ring fills it, which holds
                             // the publishers on the other shard.

@@ -712,6 +712,21 @@ impl Shard {
         }
     }
 
+    /// Counts what the sessions hold for the inflight and queued gauges.
+    pub(crate) fn refresh_gauges(&self) {
+        let (inflight, queued) =
+            self.sessions
+                .values()
+                .fold((0usize, 0usize), |(inflight, queued), slot| {
+                    (
+                        inflight + slot.session.inflight_len(),
+                        queued + slot.session.queued_len(),
+                    )
+                });
+        self.stats.inflight.set(inflight as u64);
+        self.stats.queued.set(queued as u64);
+    }
+
     /// An inbound PUBLISH: resolve, route, acknowledge.
     pub(crate) fn inbound_publish(
         &mut self,

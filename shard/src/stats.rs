@@ -24,6 +24,10 @@ impl Counter {
     }
 
     /// For gauges: the writer may go down as well as up.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
     pub fn sub(&self, n: u64) {
         self.0.store(
             self.0.load(Ordering::Relaxed).saturating_sub(n),
@@ -37,7 +41,7 @@ impl Counter {
 }
 
 /// What one shard counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardStats {
     pub clients_connected: Counter,
     pub connections_total: Counter,
@@ -63,6 +67,17 @@ pub struct ShardStats {
     pub dropped_too_large: Counter,
     pub dropped_no_subscribers: Counter,
     pub ring_full: Counter,
+    /// Messages this shard addressed to each shard (its index), into the ring or
+    /// the queue in front of it.
+    pub ring_sent: Box<[Counter]>,
+    /// Messages this shard took from its rings.
+    pub ring_received: Counter,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement, over all sessions
+    /// (refreshed every second).
+    pub inflight: Counter,
+    /// Messages queued in sessions, offline or behind a full window (refreshed
+    /// every second).
+    pub queued: Counter,
     pub protocol_errors: Counter,
     /// Sampled time from a PUBLISH decoded to its copy written to a subscriber's
     /// socket, for messages delivered on arrival (not those queued first).
@@ -120,6 +135,37 @@ impl LatencyHistogram {
 }
 
 impl ShardStats {
+    /// The counters of one of `shards` shards, all zero.
+    pub fn new(shards: usize) -> ShardStats {
+        ShardStats {
+            clients_connected: Counter::default(),
+            connections_total: Counter::default(),
+            connections_refused: Counter::default(),
+            sessions_refused: Counter::default(),
+            sessions: Counter::default(),
+            messages_received: Counter::default(),
+            messages_sent: Counter::default(),
+            received_by_qos: Default::default(),
+            sent_by_qos: Default::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            subscriptions: Counter::default(),
+            retained: Counter::default(),
+            retained_dropped: Counter::default(),
+            dropped_queue_full: Counter::default(),
+            dropped_expired: Counter::default(),
+            dropped_too_large: Counter::default(),
+            dropped_no_subscribers: Counter::default(),
+            ring_full: Counter::default(),
+            ring_sent: (0..shards).map(|_| Counter::default()).collect(),
+            ring_received: Counter::default(),
+            inflight: Counter::default(),
+            queued: Counter::default(),
+            protocol_errors: Counter::default(),
+            delivery_latency: LatencyHistogram::default(),
+        }
+    }
+
     pub fn received(&self, qos: QoS) {
         self.messages_received.inc();
         if let Some(counter) = self.received_by_qos.get(usize::from(qos.as_u8())) {
@@ -145,6 +191,19 @@ impl ShardStats {
     pub fn dropped_total(&self) -> u64 {
         self.dropped_queue_full.get() + self.dropped_expired.get() + self.dropped_too_large.get()
     }
+}
+
+/// Messages addressed to shard `to` by the other shards and not yet taken from its
+/// rings: what waits to cross to it. Each side's counter has one writer; read at
+/// slightly different moments they may disagree by a few, never below zero.
+pub fn ring_backlog(all: &[std::sync::Arc<ShardStats>], to: usize) -> u64 {
+    let sent: u64 = all
+        .iter()
+        .filter_map(|stats| stats.ring_sent.get(to))
+        .map(Counter::get)
+        .sum();
+    let received = all.get(to).map_or(0, |stats| stats.ring_received.get());
+    sent.saturating_sub(received)
 }
 
 /// The sum of a value over all shards.
