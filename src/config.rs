@@ -74,6 +74,181 @@ pub struct Settings {
     pub advertise: String,
     /// The admin HTTP endpoint: metrics, health and readiness, the JSON API.
     pub admin: AdminSettings,
+    /// Authentication and authorization for every listener.
+    pub auth: AuthSettings,
+    /// Listeners beyond the plain ones of `listen`: TLS, WebSocket, WebSocket over
+    /// TLS, or plain TCP with their own auth, ACL and connection limit.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerSettings>,
+}
+
+/// The `[auth]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `user:hash` lines (see `ringmq passwd`); empty: no password file.
+    pub password_file: String,
+    /// Who may publish and subscribe where; empty: everyone everywhere.
+    pub acl_file: String,
+    /// Clients without a user name (or certificate identity): `auto` allows them only
+    /// when no password file is set.
+    pub allow_anonymous: Anonymous,
+    /// Accept `$sha256$` and `$plain$` entries in the password file (warned at start).
+    pub allow_insecure_hashes: bool,
+    /// Failed CONNECTs from one address within `failed_login_window` before its
+    /// further CONNECTs are refused until the window passes; 0: no limit.
+    pub failed_login_max: u32,
+    /// Seconds a failed CONNECT counts against its address.
+    pub failed_login_window: u64,
+    /// Threads that check password hashes, apart from the shards.
+    pub hash_threads: usize,
+    /// CONNECTs waiting for a hash check; past it CONNECT is refused as busy.
+    pub hash_queue_max: usize,
+}
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            password_file: String::new(),
+            acl_file: String::new(),
+            allow_anonymous: Anonymous::Auto,
+            allow_insecure_hashes: false,
+            failed_login_max: 10,
+            failed_login_window: 60,
+            hash_threads: 2,
+            hash_queue_max: 1024,
+        }
+    }
+}
+
+/// Whether clients without credentials get in: `"auto"`, `true` or `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anonymous {
+    /// Allowed unless a password file is set (the `[auth]` default); on a listener:
+    /// as `[auth]` says.
+    Auto,
+    Allow,
+    Deny,
+}
+
+impl Serialize for Anonymous {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Anonymous::Auto => serializer.serialize_str("auto"),
+            Anonymous::Allow => serializer.serialize_bool(true),
+            Anonymous::Deny => serializer.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Anonymous {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Anonymous, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Flag(bool),
+            Text(String),
+        }
+        match Given::deserialize(deserializer)? {
+            Given::Flag(true) => Ok(Anonymous::Allow),
+            Given::Flag(false) => Ok(Anonymous::Deny),
+            Given::Text(text) => match text.as_str() {
+                "auto" => Ok(Anonymous::Auto),
+                "true" => Ok(Anonymous::Allow),
+                "false" => Ok(Anonymous::Deny),
+                other => Err(serde::de::Error::custom(format!(
+                    "allow_anonymous is true, false or \"auto\", not {other:?}"
+                ))),
+            },
+        }
+    }
+}
+
+/// One `[[listener]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// `tcp`, `tls`, `ws` (WebSocket) or `wss` (WebSocket over TLS).
+    pub kind: ListenerKind,
+    /// `HOST:PORT`; port 0 picks a free one.
+    pub listen: String,
+    /// PEM certificate chain and private key (`tls`, `wss`).
+    #[serde(default)]
+    pub cert: String,
+    #[serde(default)]
+    pub key: String,
+    /// PEM CA certificates client certificates must chain to (`tls`, `wss`).
+    #[serde(default)]
+    pub client_ca: String,
+    /// Client certificates: `none`, `optional` or `required` (needs `client_ca`).
+    #[serde(default)]
+    pub client_cert: ClientCertSetting,
+    /// Take the user name from the client certificate (`cn` or `san`) instead of
+    /// the CONNECT: the certificate is the credential. `none`: the CONNECT's.
+    #[serde(default)]
+    pub username_from: UsernameFrom,
+    /// The HTTP path of the WebSocket upgrade (`ws`, `wss`).
+    #[serde(default = "mqtt_path")]
+    pub path: String,
+    /// Overrides `[auth] allow_anonymous` for this listener.
+    #[serde(default = "anonymous_auto")]
+    pub allow_anonymous: Anonymous,
+    /// Apply `[auth] acl_file` to this listener's clients (false: they may publish
+    /// and subscribe anywhere; for trusted networks only).
+    #[serde(default = "yes")]
+    pub acl: bool,
+    /// Connections this listener takes at once; 0: only `max_connections` bounds it.
+    #[serde(default)]
+    pub max_connections: usize,
+}
+
+fn mqtt_path() -> String {
+    "/mqtt".into()
+}
+
+fn anonymous_auto() -> Anonymous {
+    Anonymous::Auto
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl ListenerKind {
+    fn has_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    fn has_websocket(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertSetting {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernameFrom {
+    #[default]
+    None,
+    Cn,
+    San,
 }
 
 /// The `[admin]` table.
@@ -143,6 +318,8 @@ impl Default for Settings {
             node_id: String::new(),
             advertise: String::new(),
             admin: AdminSettings::default(),
+            auth: AuthSettings::default(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -310,7 +487,138 @@ impl Settings {
             ));
         }
         self.advertised()?;
+        self.check_listeners()?;
+        self.check_auth()?;
         self.check_admin()
+    }
+
+    fn check_listeners(&self) -> Result<(), ConfigError> {
+        let mut seen: Vec<SocketAddr> = self.listen_addrs()?;
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let key = |name: &str| format!("listener[{index}].{name}");
+            let addr = resolve(&key("listen"), &listener.listen)?;
+            if addr.port() != 0 && seen.contains(&addr) {
+                return Err(invalid(
+                    &key("listen"),
+                    format!("{:?}", listener.listen),
+                    "an address no other listener uses",
+                ));
+            }
+            seen.push(addr);
+            let tls_only = [
+                ("cert", !listener.cert.is_empty()),
+                ("key", !listener.key.is_empty()),
+                ("client_ca", !listener.client_ca.is_empty()),
+                (
+                    "client_cert",
+                    listener.client_cert != ClientCertSetting::None,
+                ),
+                (
+                    "username_from",
+                    listener.username_from != UsernameFrom::None,
+                ),
+            ];
+            if listener.kind.has_tls() {
+                for name in ["cert", "key"] {
+                    let path = if name == "cert" {
+                        &listener.cert
+                    } else {
+                        &listener.key
+                    };
+                    if path.is_empty() {
+                        return Err(invalid(
+                            &key(name),
+                            "\"\"",
+                            "a PEM file (a TLS listener needs a certificate and its key)",
+                        ));
+                    }
+                    readable_file(&key(name), path)?;
+                }
+                if !listener.client_ca.is_empty() {
+                    readable_file(&key("client_ca"), &listener.client_ca)?;
+                }
+                if listener.client_cert != ClientCertSetting::None && listener.client_ca.is_empty()
+                {
+                    return Err(invalid(
+                        &key("client_cert"),
+                        format!("{:?}", listener.client_cert).to_lowercase(),
+                        "needs `client_ca`, the CA client certificates must chain to",
+                    ));
+                }
+                if listener.username_from != UsernameFrom::None
+                    && listener.client_cert == ClientCertSetting::None
+                {
+                    return Err(invalid(
+                        &key("username_from"),
+                        format!("{:?}", listener.username_from).to_lowercase(),
+                        "needs `client_cert` optional or required",
+                    ));
+                }
+            } else if let Some((name, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    &key(name),
+                    "(set)",
+                    "only for listeners of kind tls or wss",
+                ));
+            }
+            if listener.kind.has_websocket() {
+                let path = &listener.path;
+                if !path.starts_with('/')
+                    || path.len() > 256
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(invalid(
+                        &key("path"),
+                        format!("{path:?}"),
+                        "an HTTP path such as /mqtt",
+                    ));
+                }
+            } else if listener.path != mqtt_path() {
+                return Err(invalid(
+                    &key("path"),
+                    format!("{:?}", listener.path),
+                    "only for listeners of kind ws or wss",
+                ));
+            }
+            in_range(
+                &key("max_connections"),
+                listener.max_connections,
+                0,
+                10_000_000,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if !auth.password_file.is_empty() {
+            readable_file("auth.password_file", &auth.password_file)?;
+        }
+        if !auth.acl_file.is_empty() {
+            readable_file("auth.acl_file", &auth.acl_file)?;
+        }
+        in_range(
+            "auth.failed_login_window",
+            auth.failed_login_window,
+            1,
+            86_400,
+        )?;
+        in_range("auth.hash_threads", auth.hash_threads, 1, 64)?;
+        in_range("auth.hash_queue_max", auth.hash_queue_max, 1, 1_000_000)?;
+        Ok(())
+    }
+
+    /// Whether clients without credentials may connect on a listener with this
+    /// override.
+    pub fn anonymous_allowed(&self, listener: Anonymous) -> bool {
+        match (listener, self.auth.allow_anonymous) {
+            (Anonymous::Allow, _) => true,
+            (Anonymous::Deny, _) => false,
+            (Anonymous::Auto, Anonymous::Allow) => true,
+            (Anonymous::Auto, Anonymous::Deny) => false,
+            (Anonymous::Auto, Anonymous::Auto) => self.auth.password_file.is_empty(),
+        }
     }
 
     /// This node's id: `node_id`, or the host name made into one.
@@ -493,6 +801,9 @@ const RESTART_KEYS: &[&str] = &[
     "node_id",
     "advertise",
     "admin.listen",
+    "listener",
+    "auth.hash_threads",
+    "auth.hash_queue_max",
 ];
 
 /// Keys a reload applies at once.
@@ -515,6 +826,12 @@ const LIVE_KEYS: &[&str] = &[
     "write_timeout",
     "max_session_expiry",
     "admin.token",
+    "auth.password_file",
+    "auth.acl_file",
+    "auth.allow_anonymous",
+    "auth.allow_insecure_hashes",
+    "auth.failed_login_max",
+    "auth.failed_login_window",
 ];
 
 /// When a changed key takes effect.
@@ -596,6 +913,19 @@ fn flat_values(settings: &Settings) -> std::collections::BTreeMap<String, String
         walk("", &table, &mut flat);
     }
     flat
+}
+
+/// A file the broker will read at start and at each reload.
+fn readable_file(key: &str, path: &str) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(invalid(key, format!("{path:?}"), "a file, not a directory")),
+        Err(error) => Err(invalid(
+            key,
+            format!("{path:?}"),
+            &format!("a readable file ({error})"),
+        )),
+    }
 }
 
 fn resolve(key: &str, listen: &str) -> Result<SocketAddr, ConfigError> {
