@@ -544,6 +544,33 @@ impl Session {
         write_packet(&packet, self.version, out);
     }
 
+    /// Refuses an inbound QoS 1/2 PUBLISH the client may not send (MQTT 5: the
+    /// reason in PUBACK or PUBREC; 3.1.1 has no way to say it and gets a plain
+    /// acknowledgement). A refused QoS 2 exchange ends with the PUBREC, so its
+    /// packet id is released at once.
+    pub fn refuse_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: PacketId,
+        reason: ReasonCode,
+        out: &mut BytesMut,
+    ) {
+        let mut response = PubResponse::success(packet_id);
+        if self.version == ProtocolVersion::V5 {
+            response.reason = reason;
+        }
+        let packet = match qos {
+            QoS::ExactlyOnce => {
+                if self.version == ProtocolVersion::V5 {
+                    self.incoming.retain(|&id| id != packet_id);
+                }
+                Packet::PubRec(response)
+            }
+            _ => Packet::PubAck(response),
+        };
+        write_packet(&packet, self.version, out);
+    }
+
     /// PUBREL from the client: release the id and answer PUBCOMP.
     pub fn handle_pubrel(&mut self, packet_id: PacketId, out: &mut BytesMut) {
         let mut response = PubResponse::success(packet_id);

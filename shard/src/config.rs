@@ -2,15 +2,21 @@
 //! every limit has a default a production broker can run with.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+pub use crate::security::{Security, SecurityRules};
 
 pub use ringmq_core::session::QueueFullPolicy;
 
 /// The broker's configuration, shared read-only by every shard.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    /// Addresses every shard listens on (ports already resolved, never 0).
-    pub listeners: Vec<SocketAddr>,
+    /// What every shard listens on (ports already resolved, never 0).
+    pub listeners: Vec<ListenerConfig>,
+    /// Passwords, ACL and failed-login limits, replaced at a reload.
+    pub security: Arc<Security>,
     pub shards: usize,
     /// The CPU each shard is pinned to, by shard index; empty means not pinned.
     pub cpus: Vec<usize>,
@@ -86,4 +92,104 @@ impl Default for Limits {
             queue_full: QueueFullPolicy::Drop,
         }
     }
+}
+
+/// One address the shards accept connections on, and how.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub kind: ListenerKind,
+    /// The TLS server configuration (`Tls`, `Wss`); a reload replaces it, new
+    /// connections take the one in force when they are accepted.
+    pub tls: Option<TlsConfigCell>,
+    /// The HTTP path WebSocket upgrades are accepted on (`Ws`, `Wss`).
+    pub ws_path: String,
+    pub auth: ListenerAuth,
+    /// Connections open on this listener across all shards (its own limit).
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl ListenerConfig {
+    /// A plain MQTT listener with the broker-wide auth rules.
+    pub fn tcp(addr: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            addr,
+            kind: ListenerKind::Tcp,
+            tls: None,
+            ws_path: String::new(),
+            auth: ListenerAuth::default(),
+            connections: Arc::default(),
+        }
+    }
+
+    /// How the listener is shown: `HOST:PORT` for plain MQTT, else with a scheme
+    /// (`mqtts://`, `ws://…/mqtt`, `wss://…/mqtt`).
+    pub fn url(&self) -> String {
+        match self.kind {
+            ListenerKind::Tcp => self.addr.to_string(),
+            ListenerKind::Tls => format!("mqtts://{}", self.addr),
+            ListenerKind::Ws => format!("ws://{}{}", self.addr, self.ws_path),
+            ListenerKind::Wss => format!("wss://{}{}", self.addr, self.ws_path),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+/// A TLS configuration shared by the shards and replaceable at run time.
+#[derive(Clone, Debug)]
+pub struct TlsConfigCell(Arc<RwLock<Arc<rustls::ServerConfig>>>);
+
+impl TlsConfigCell {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> TlsConfigCell {
+        TlsConfigCell(Arc::new(RwLock::new(config)))
+    }
+
+    pub fn get(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+}
+
+/// What a listener asks of its clients beyond the broker-wide rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerAuth {
+    /// Clients without credentials: as the broker-wide rule says (`None`), or
+    /// allowed / refused here.
+    pub anonymous: Option<bool>,
+    /// Whether the broker's ACL applies to this listener's clients.
+    pub acl: AclScope,
+    pub username_from: UsernameSource,
+    /// Connections this listener holds at once; 0: no limit of its own.
+    pub connections_max: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AclScope {
+    #[default]
+    Applies,
+    /// Trusted listener: its clients publish and subscribe anywhere.
+    Exempt,
+}
+
+/// Where a client's user name comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsernameSource {
+    /// The CONNECT's user name, checked against the password file.
+    #[default]
+    Connect,
+    /// The verified client certificate's subject common name: the certificate is
+    /// the credential.
+    CommonName,
+    /// The first subject alternative name of the verified certificate.
+    SubjectAltName,
 }
