@@ -118,7 +118,10 @@ impl Transport {
     }
 
     /// Consumes the bytes read from the socket in `wire` (all of them) and appends
-    /// the application bytes they carry to `app`. An error ends the connection.
+    /// the application bytes they carry to `app`: at most the bytes of this call
+    /// plus one WebSocket message begun earlier (`message_max`), so bounding reads
+    /// bounds `app`. An error ends the connection; later calls
+    /// answer [`TransportError::Failed`].
     pub fn receive(
         &mut self,
         wire: &mut BytesMut,
