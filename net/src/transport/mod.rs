@@ -157,9 +157,7 @@ impl Transport {
         };
         while !wire.is_empty() {
             let mut records: &[u8] = wire;
-            let n = conn
-                .read_tls(&mut records)
-                .map_err(TransportError::TlsInput)?;
+            let n = conn.read_tls(&mut records).map_err(TransportError::TlsIo)?;
             if n == 0 {
                 // After close_notify rustls reads nothing more; neither do we.
                 wire.clear();
@@ -201,7 +199,7 @@ impl Transport {
         match (&mut self.tls, &mut self.ws) {
             (Some(conn), None) => {
                 link::tls_write_all(conn, &mut [IoSlice::new(app)], out)
-                    .map_err(TransportError::TlsInput)?;
+                    .map_err(TransportError::TlsIo)?;
             }
             (Some(conn), Some(ws)) => {
                 let head = ws.begin_binary(
@@ -212,7 +210,7 @@ impl Transport {
                     app.len(),
                 )?;
                 let mut parts = [IoSlice::new(head.as_bytes()), IoSlice::new(app)];
-                link::tls_write_all(conn, &mut parts, out).map_err(TransportError::TlsInput)?;
+                link::tls_write_all(conn, &mut parts, out).map_err(TransportError::TlsIo)?;
             }
             (None, Some(ws)) => {
                 take_pending(&mut self.pending, out);
