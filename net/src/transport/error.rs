@@ -46,8 +46,8 @@ pub enum TransportError {
 
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("TLS input: {0}")]
-    TlsInput(io::Error),
+    #[error("TLS record buffers: {0}")]
+    TlsIo(io::Error),
     #[error("client certificate cannot be read: {0}")]
     PeerCertificate(String),
     #[error("WebSocket upgrade refused with HTTP {status}: {reason}")]

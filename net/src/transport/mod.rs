@@ -118,7 +118,10 @@ impl Transport {
     }
 
     /// Consumes the bytes read from the socket in `wire` (all of them) and appends
-    /// the application bytes they carry to `app`. An error ends the connection.
+    /// the application bytes they carry to `app`: at most the bytes of this call
+    /// plus one WebSocket message begun earlier (`message_max`), so bounding reads
+    /// bounds `app`. An error ends the connection; later calls
+    /// answer [`TransportError::Failed`].
     pub fn receive(
         &mut self,
         wire: &mut BytesMut,
@@ -154,9 +157,7 @@ impl Transport {
         };
         while !wire.is_empty() {
             let mut records: &[u8] = wire;
-            let n = conn
-                .read_tls(&mut records)
-                .map_err(TransportError::TlsInput)?;
+            let n = conn.read_tls(&mut records).map_err(TransportError::TlsIo)?;
             if n == 0 {
                 // After close_notify rustls reads nothing more; neither do we.
                 wire.clear();
@@ -198,7 +199,7 @@ impl Transport {
         match (&mut self.tls, &mut self.ws) {
             (Some(conn), None) => {
                 link::tls_write_all(conn, &mut [IoSlice::new(app)], out)
-                    .map_err(TransportError::TlsInput)?;
+                    .map_err(TransportError::TlsIo)?;
             }
             (Some(conn), Some(ws)) => {
                 let head = ws.begin_binary(
@@ -209,7 +210,7 @@ impl Transport {
                     app.len(),
                 )?;
                 let mut parts = [IoSlice::new(head.as_bytes()), IoSlice::new(app)];
-                link::tls_write_all(conn, &mut parts, out).map_err(TransportError::TlsInput)?;
+                link::tls_write_all(conn, &mut parts, out).map_err(TransportError::TlsIo)?;
             }
             (None, Some(ws)) => {
                 take_pending(&mut self.pending, out);

@@ -52,6 +52,7 @@ pub struct TlsSettings {
     /// PEM certificates of the CAs that sign client certificates; required when
     /// `client_cert` is not `None`, refused when it is.
     pub client_ca: Option<PathBuf>,
+    /// Whether clients are asked for a certificate.
     pub client_cert: ClientCertMode,
 }
 
