@@ -5,10 +5,11 @@
 //!
 //! Layout: `config` (the settings and their checks), `logging` (stderr, with a
 //! filter a reload can replace), `reload` (SIGHUP), `systemd` (readiness
-//! notification).
+//! notification), `passwd` (the `passwd` subcommand: password file entries).
 
 mod config;
 mod logging;
+mod passwd;
 mod reload;
 mod systemd;
 
@@ -164,6 +165,8 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Add or update a user of a password file (argon2id hash), or delete one.
+    Passwd(passwd::PasswdArgs),
 }
 
 fn broker_config(settings: &Settings) -> anyhow::Result<(BrokerConfig, Vec<PortReservation>)> {
@@ -276,6 +279,9 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return passwd::run(args);
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         config::load(
             Some(file),
