@@ -6,11 +6,12 @@
 //! Layout: `config` (the settings and their checks), `access` (listeners, TLS,
 //! passwords and ACL from the settings), `logging` (stderr, with a
 //! filter a reload can replace), `reload` (SIGHUP), `systemd` (readiness
-//! notification).
+//! notification), `passwd` (the `passwd` subcommand: password file entries).
 
 mod access;
 mod config;
 mod logging;
+mod passwd;
 mod reload;
 mod systemd;
 
@@ -167,6 +168,8 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Add or update a user of a password file (argon2id hash), or delete one.
+    Passwd(passwd::PasswdArgs),
 }
 
 fn broker_config(
@@ -304,6 +307,9 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return passwd::run(args);
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         let settings = config::load(
             Some(file),
