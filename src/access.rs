@@ -18,9 +18,7 @@ use ringmq_shard::{
 };
 use tracing::warn;
 
-use crate::config::{
-    Anonymous, ClientCertSetting, ListenerSettings, Settings, UsernameFrom,
-};
+use crate::config::{Anonymous, ClientCertSetting, ListenerSettings, Settings, UsernameFrom};
 
 /// Source addresses the failed-login limiter remembers at once (oldest forgotten
 /// first): bounds its memory under a scan from many addresses.
@@ -91,9 +89,7 @@ fn tls_settings(listener: &ListenerSettings) -> TlsSettings {
 
 /// The TLS configuration of each `[[listener]]` (`None` for those without TLS),
 /// by index.
-pub fn tls_configs(
-    settings: &Settings,
-) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
+pub fn tls_configs(settings: &Settings) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
     settings
         .listeners
         .iter()

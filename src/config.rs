@@ -749,7 +749,9 @@ impl Settings {
         self.listeners
             .iter()
             .enumerate()
-            .map(|(index, listener)| resolve(&format!("listener[{index}].listen"), &listener.listen))
+            .map(|(index, listener)| {
+                resolve(&format!("listener[{index}].listen"), &listener.listen)
+            })
             .collect()
     }
 

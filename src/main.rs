@@ -244,7 +244,10 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
     // Before any shard starts: a SIGHUP's default action would end the process.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
-    let security = Security::new(access::rules(&settings)?, Some(access::verifier(&settings)?));
+    let security = Security::new(
+        access::rules(&settings)?,
+        Some(access::verifier(&settings)?),
+    );
     let (config, reservations) = broker_config(&settings, Arc::clone(&security))?;
     ringmq_net::probe::check(config.shards).context("io_uring is not usable")?;
     let listeners: Vec<String> = config.listeners.iter().map(|l| l.url()).collect();

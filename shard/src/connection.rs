@@ -75,7 +75,13 @@ impl Opening {
         let Some(transport) = &mut self.transport else {
             return self.stream.read_into(app, READ_CHUNK_MIN).await;
         };
-        let read = self.stream.read_into(&mut self.wire, READ_CHUNK_MIN).await?;
+        if transport.is_closed() {
+            return Ok(0);
+        }
+        let read = self
+            .stream
+            .read_into(&mut self.wire, READ_CHUNK_MIN)
+            .await?;
         if read == 0 {
             return Ok(0);
         }
@@ -85,8 +91,9 @@ impl Opening {
         if !out.is_empty() {
             self.stream.write_all(&out).await?;
         }
+        // Bytes that came with a close (a CONNECT, then close_notify) are still
+        // read; the next call reports the close.
         match received {
-            Ok(()) if transport.is_closed() => Ok(0),
             Ok(()) => Ok(read),
             Err(error) => Err(io::Error::new(io::ErrorKind::InvalidData, error)),
         }
@@ -110,7 +117,10 @@ impl Opening {
 }
 
 /// The transport a listener's connections start with; `None` for plain MQTT.
-fn transport_for(ctx: &ShardCtx, listener: &ListenerConfig) -> Result<Option<Box<Transport>>, String> {
+fn transport_for(
+    ctx: &ShardCtx,
+    listener: &ListenerConfig,
+) -> Result<Option<Box<Transport>>, String> {
     let ws = WsSettings {
         path: listener.ws_path.clone(),
     };
@@ -289,7 +299,10 @@ pub(crate) async fn handshake(
         return;
     }
     match opening.stream.into_socket() {
-        Ok(socket) => ctx.send(owner, ShardMsg::Adopt(Box::new(Adoption { socket, accepted }))),
+        Ok(socket) => ctx.send(
+            owner,
+            ShardMsg::Adopt(Box::new(Adoption { socket, accepted })),
+        ),
         Err(error) => warn!(%peer, %error, "could not hand the connection over; closing"),
     }
 }
@@ -449,6 +462,9 @@ impl Input<'_> {
                 Err(_) => Read::Failed,
             };
         };
+        if transport.borrow().is_closed() {
+            return Read::Closed;
+        }
         let n = match self.reader.read_into(&mut self.wire, chunk).await {
             Ok(0) => return Read::Closed,
             Ok(n) => n,
@@ -460,9 +476,10 @@ impl Input<'_> {
         // Whatever the transport has to answer (a pong, an alert) goes out with
         // the writer.
         conn.wake.notify();
+        // What came before a close (DISCONNECT, then close_notify) is decoded
+        // first; the next read reports the close.
         match received {
             Err(_) => Read::Transport,
-            Ok(()) if transport.is_closed() => Read::Closed,
             Ok(()) => Read::Bytes(n),
         }
     }

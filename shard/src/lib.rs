@@ -34,7 +34,7 @@ pub use config::{
     AclScope, BrokerConfig, Limits, ListenerAuth, ListenerConfig, ListenerKind, QueueFullPolicy,
     TlsConfigCell, UsernameSource,
 };
-pub use security::{Security, SecurityRules};
 pub use control::BrokerHandle;
 pub use ring::owner_of;
 pub use runtime::{start, Running, StartError, Stopper};
+pub use security::{Security, SecurityRules};

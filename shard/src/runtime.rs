@@ -199,12 +199,8 @@ fn handle_ring(ctx: &Rc<ShardCtx>, msg: ShardMsg) {
         ShardMsg::Adopt(adoption) => {
             let adoption = *adoption;
             let stream = Stream::from_socket(adoption.socket);
-            glommio::spawn_local(connection::serve(
-                Rc::clone(ctx),
-                stream,
-                adoption.accepted,
-            ))
-            .detach();
+            glommio::spawn_local(connection::serve(Rc::clone(ctx), stream, adoption.accepted))
+                .detach();
         }
         ShardMsg::Publish(message) => {
             ctx.state.borrow_mut().deliver_plain(&message, state::now());

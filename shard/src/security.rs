@@ -171,11 +171,13 @@ async fn decide(
     given: &Credentials<'_>,
 ) -> Result<Option<ByteString>, Refusal> {
     // A verified client certificate is the credential where the listener says so.
-    let from_certificate = given.certificate.and_then(|identity| match listener.username_from {
-        UsernameSource::Connect => None,
-        UsernameSource::CommonName => identity.common_name.clone(),
-        UsernameSource::SubjectAltName => identity.subject_alt_names.first().cloned(),
-    });
+    let from_certificate = given
+        .certificate
+        .and_then(|identity| match listener.username_from {
+            UsernameSource::Connect => None,
+            UsernameSource::CommonName => identity.common_name.clone(),
+            UsernameSource::SubjectAltName => identity.subject_alt_names.first().cloned(),
+        });
     if let Some(name) = from_certificate {
         return Ok(Some(ByteString::from(name)));
     }

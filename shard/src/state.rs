@@ -753,7 +753,8 @@ impl Shard {
             match kind {
                 TimerKind::Will if slot.conn.is_none() && slot.will_at == Some(at) => {
                     slot.will_at = None;
-                    if let Some(will) = slot.will.take().filter(|will| slot.may_publish_will(will)) {
+                    if let Some(will) = slot.will.take().filter(|will| slot.may_publish_will(will))
+                    {
                         self.publish_will(will, now);
                     }
                 }
@@ -794,7 +795,11 @@ impl Shard {
         };
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
             Inbound::Route(message, Some(packet_id))
-                if !slot.login.acl.as_ref().is_none_or(|acl| acl.may_publish(&message.topic)) =>
+                if !slot
+                    .login
+                    .acl
+                    .as_ref()
+                    .is_none_or(|acl| acl.may_publish(&message.topic)) =>
             {
                 self.stats.dropped_not_authorized.inc();
                 debug!(client = %slot.session.client_id, topic = %message.topic, "PUBLISH not authorized");
@@ -810,7 +815,11 @@ impl Shard {
                 return Ok(());
             }
             Inbound::Route(message, None)
-                if !slot.login.acl.as_ref().is_none_or(|acl| acl.may_publish(&message.topic)) =>
+                if !slot
+                    .login
+                    .acl
+                    .as_ref()
+                    .is_none_or(|acl| acl.may_publish(&message.topic)) =>
             {
                 self.stats.dropped_not_authorized.inc();
                 debug!(client = %slot.session.client_id, topic = %message.topic, "PUBLISH not authorized");
