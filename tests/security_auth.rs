@@ -86,7 +86,7 @@ fn the_auth_matrix_on_mqtt_5_and_3_1_1() {
             &Connect::new(v, &id("alice")).user("alice", "apple pie"),
         );
         alice.subscribe_ok("matrix/echo", 1);
-        assert_eq!(alice.publish("matrix/echo", b"hi", 1, false), 0);
+        alice.publish_ok("matrix/echo", b"hi", 1, false);
         alice.expect_message("matrix/echo", "hi");
         alice.disconnect();
 
@@ -383,6 +383,6 @@ fn a_reload_with_a_good_password_file_applies_to_new_connections() {
 
     // A connection made before the reload keeps its session.
     connected.subscribe_ok("reload/still", 1);
-    assert_eq!(connected.publish("reload/still", b"here", 1, false), 0);
+    connected.publish_ok("reload/still", b"here", 1, false);
     connected.expect_message("reload/still", "here");
 }

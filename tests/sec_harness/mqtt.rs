@@ -490,6 +490,17 @@ impl Client {
         }
     }
 
+    /// PUBLISH and assert the broker accepted it: a success code, 0 or (MQTT 5)
+    /// 0x10 "no matching subscribers".
+    pub fn publish_ok(&mut self, topic: &str, payload: &[u8], qos: u8, retain: bool) {
+        let code = self.publish(topic, payload, qos, retain);
+        assert!(
+            code < 0x80,
+            "{}: PUBLISH to {topic} (QoS {qos}) refused with {code:#x}",
+            self.name
+        );
+    }
+
     /// The next message, within [`WAIT`].
     pub fn recv(&mut self) -> Message {
         match self.expect("PUBLISH", |p| matches!(p, Packet::Publish(_))) {

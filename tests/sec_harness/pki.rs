@@ -59,11 +59,12 @@ impl Ca {
         super::write_file(dir, name, &self.pem())
     }
 
-    /// A server certificate for 127.0.0.1 and localhost.
+    /// A server certificate for localhost and 127.0.0.1 to 127.0.0.5 (the tests
+    /// put listeners on several loopback addresses).
     pub fn server(&self, cn: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("server params");
+        let mut names: Vec<String> = (1..=5).map(|n| format!("127.0.0.{n}")).collect();
+        names.push("localhost".to_owned());
+        let mut params = CertificateParams::new(names).expect("server params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
