@@ -536,6 +536,13 @@ impl Settings {
                 }
                 if !listener.client_ca.is_empty() {
                     readable_file(&key("client_ca"), &listener.client_ca)?;
+                    if listener.client_cert == ClientCertSetting::None {
+                        return Err(invalid(
+                            &key("client_ca"),
+                            format!("{:?}", listener.client_ca),
+                            "only with `client_cert` optional or required (it would be unused)",
+                        ));
+                    }
                 }
                 if listener.client_cert != ClientCertSetting::None && listener.client_ca.is_empty()
                 {
@@ -734,6 +741,17 @@ impl Settings {
         self.listen
             .iter()
             .map(|listen| resolve("listen", listen))
+            .collect()
+    }
+
+    /// The address of each `[[listener]]`, resolved.
+    pub fn listener_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                resolve(&format!("listener[{index}].listen"), &listener.listen)
+            })
             .collect()
     }
 

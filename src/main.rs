@@ -3,16 +3,20 @@
 //! endpoint, say when it listens (stdout, and systemd when run as a notify
 //! service), reload on SIGHUP and shut down gracefully on SIGTERM or SIGINT.
 //!
-//! Layout: `config` (the settings and their checks), `logging` (stderr, with a
+//! Layout: `config` (the settings and their checks), `access` (listeners, TLS,
+//! passwords and ACL from the settings), `logging` (stderr, with a
 //! filter a reload can replace), `reload` (SIGHUP), `systemd` (readiness
-//! notification).
+//! notification), `passwd` (the `passwd` subcommand: password file entries).
 
+mod access;
 mod config;
 mod logging;
+mod passwd;
 mod reload;
 mod systemd;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringmq_admin::{AdminConfig, AdminError, AdminServer};
 use ringmq_net::PortReservation;
-use ringmq_shard::{BrokerConfig, BrokerHandle};
+use ringmq_shard::{BrokerConfig, BrokerHandle, Security};
 use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -164,23 +168,36 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Add or update a user of a password file (argon2id hash), or delete one.
+    Passwd(passwd::PasswdArgs),
 }
 
-fn broker_config(settings: &Settings) -> anyhow::Result<(BrokerConfig, Vec<PortReservation>)> {
-    let mut listeners = Vec::new();
+fn broker_config(
+    settings: &Settings,
+    security: Arc<Security>,
+) -> anyhow::Result<(BrokerConfig, Vec<PortReservation>)> {
     let mut reservations = Vec::new();
-    for addr in settings.listen_addrs()? {
-        if addr.port() == 0 {
-            let reservation =
-                PortReservation::new(addr).with_context(|| format!("cannot bind {addr}"))?;
-            listeners.push(reservation.addr());
-            reservations.push(reservation);
-        } else {
-            listeners.push(addr);
+    let mut bind = |addr: SocketAddr| -> anyhow::Result<SocketAddr> {
+        if addr.port() != 0 {
+            return Ok(addr);
         }
+        let reservation =
+            PortReservation::new(addr).with_context(|| format!("cannot bind {addr}"))?;
+        let addr = reservation.addr();
+        reservations.push(reservation);
+        Ok(addr)
+    };
+    let mut plain = Vec::new();
+    for addr in settings.listen_addrs()? {
+        plain.push(bind(addr)?);
+    }
+    let mut extra = Vec::new();
+    for addr in settings.listener_addrs()? {
+        extra.push(bind(addr)?);
     }
     let config = BrokerConfig {
-        listeners,
+        listeners: access::listeners(settings, &plain, &extra)?,
+        security,
         shards: settings.shard_count()?,
         cpus: settings.cpu_list()?,
         limits: settings.limits(),
@@ -227,17 +244,31 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
     // Before any shard starts: a SIGHUP's default action would end the process.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
-    let (config, reservations) = broker_config(&settings)?;
+    let security = Security::new(
+        access::rules(&settings)?,
+        Some(access::verifier(&settings)?),
+    );
+    let (config, reservations) = broker_config(&settings, Arc::clone(&security))?;
     ringmq_net::probe::check(config.shards).context("io_uring is not usable")?;
-    let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
+    let listeners: Vec<String> = config.listeners.iter().map(|l| l.url()).collect();
+    let listener_configs = config.listeners.clone();
     let shards = config.shards;
     let node_id = settings.node_id();
     let running = ringmq_shard::start(config)?;
     let stopper = running.stopper();
     let admin = start_admin(&settings, running.handle())?.map(Arc::new);
     let admin_addr = admin.as_ref().map(|admin| admin.addr());
-    let mut reloader =
-        reload::Reloader::new(load, settings, running.handle(), log_filter, admin.clone());
+    let mut reloader = reload::Reloader::new(
+        load,
+        settings,
+        reload::Running {
+            handle: running.handle(),
+            security,
+            listeners: listener_configs,
+        },
+        log_filter,
+        admin.clone(),
+    );
     std::thread::Builder::new()
         .name("ringmq-signals".into())
         .spawn(move || {
@@ -279,12 +310,18 @@ fn serve(settings: Settings, load: reload::Load) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return passwd::run(args);
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        config::load(
+        let settings = config::load(
             Some(file),
             false,
             &std::collections::BTreeMap::<String, String>::new(),
         )?;
+        // The files the settings name must load too.
+        access::rules(&settings)?;
+        access::tls_configs(&settings)?;
         println!("{}: valid", file.display());
         return Ok(());
     }

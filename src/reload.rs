@@ -1,6 +1,8 @@
 //! SIGHUP: read the configuration again (file, environment, the flags given at
 //! start) and apply what can change while the broker runs: the log filter, the
-//! limits (for connections and sessions that start afterwards), the admin token.
+//! limits (for connections and sessions that start afterwards), the admin token,
+//! the password file and ACL (for every client from now on) and the listeners'
+//! certificates (for connections accepted afterwards).
 //! An invalid configuration changes nothing: the one in force stays, and a warning
 //! says why.
 
@@ -8,14 +10,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ringmq_admin::AdminServer;
-use ringmq_shard::BrokerHandle;
+use ringmq_shard::{BrokerHandle, ListenerConfig, Security};
 use tracing::{info, warn};
 
+use crate::access;
 use crate::config::{self, Applies, ConfigError, Settings};
 use crate::logging::LogFilter;
 
 /// Reads the configuration layers again.
 pub type Load = Box<dyn Fn() -> Result<Settings, ConfigError> + Send>;
+
+/// The running broker a reload changes.
+pub struct Running {
+    pub handle: BrokerHandle,
+    pub security: Arc<Security>,
+    pub listeners: Vec<ListenerConfig>,
+}
 
 /// What a reload reads and what it changes.
 pub struct Reloader {
@@ -24,7 +34,7 @@ pub struct Reloader {
     started: Settings,
     /// The settings last applied.
     current: Settings,
-    handle: BrokerHandle,
+    running: Running,
     log_filter: LogFilter,
     admin: Option<Arc<AdminServer>>,
 }
@@ -33,7 +43,7 @@ impl Reloader {
     pub fn new(
         load: Load,
         settings: Settings,
-        handle: BrokerHandle,
+        running: Running,
         log_filter: LogFilter,
         admin: Option<Arc<AdminServer>>,
     ) -> Reloader {
@@ -41,7 +51,7 @@ impl Reloader {
             load,
             started: settings.clone(),
             current: settings,
-            handle,
+            running,
             log_filter,
             admin,
         }
@@ -57,14 +67,12 @@ impl Reloader {
             }
         };
         let changes = config::changes(&self.current, &new);
-        if changes
-            .iter()
-            .any(|c| config::applies(&c.key) == Applies::Now)
-        {
-            if let Err(error) = self.apply(&new) {
-                warn!(error = %format!("{error:#}"), "configuration not reloaded, the one in force stays");
-                return;
-            }
+        // The files behind the settings may have changed even where the settings
+        // did not: the password file, the ACL and the certificates are read
+        // every time, and all of them must load before anything changes.
+        if let Err(error) = self.apply(&new) {
+            warn!(error = %format!("{error:#}"), "configuration not reloaded, the one in force stays");
+            return;
         }
         for change in &changes {
             info!(
@@ -88,11 +96,18 @@ impl Reloader {
     }
 
     fn apply(&self, new: &Settings) -> anyhow::Result<()> {
+        let rules = access::rules(new)?;
+        // Checked before anything changes; applied after the rest succeeded.
+        access::tls_configs(&self.started)?;
         let mut limits = new.limits();
         // The rings were sized at start; saying otherwise would mislead.
         limits.ring_capacity = self.started.ring_capacity;
-        futures_lite::future::block_on(self.handle.reload_limits(limits.clone()))
+        let handle = &self.running.handle;
+        futures_lite::future::block_on(handle.reload_limits(limits.clone()))
             .context("the shards did not take the new limits")?;
+        futures_lite::future::block_on(handle.reload_security(&self.running.security, rules))
+            .context("the shards did not take the new security rules")?;
+        access::reload_tls(&self.started, &self.running.listeners)?;
         self.log_filter.set(&new.log)?;
         if let Some(admin) = &self.admin {
             admin.set_token(Some(new.admin.token.clone()).filter(|t| !t.is_empty()));

@@ -65,13 +65,14 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
     },
     ShardFamily {
         name: "ringmq_connections_rejected",
-        help: "CONNECTs refused, by reason (limit: max_connections reached; sessions: max_sessions reached).",
+        help: "CONNECTs refused, by reason (limit: max_connections reached; sessions: max_sessions reached; auth: credentials, anonymous, failed-login limit).",
         unit: None,
         metric_type: MetricType::Counter,
         label: "reason",
         series: &[
             ("limit", |s| s.connections_refused.get()),
             ("sessions", |s| s.sessions_refused.get()),
+            ("auth", |s| s.logins_refused.get()),
         ],
     },
     ShardFamily {
@@ -141,7 +142,16 @@ const SHARD_FAMILIES: &[ShardFamily] = &[
             ("expired", |s| s.dropped_expired.get()),
             ("too_large", |s| s.dropped_too_large.get()),
             ("no_subscribers", |s| s.dropped_no_subscribers.get()),
+            ("not_authorized", |s| s.dropped_not_authorized.get()),
         ],
+    },
+    ShardFamily {
+        name: "ringmq_subscriptions_refused",
+        help: "SUBSCRIBE filters the ACL refused (SUBACK 0x87 / 0x80).",
+        unit: None,
+        metric_type: MetricType::Counter,
+        label: "",
+        series: &[("", |s| s.subscriptions_refused.get())],
     },
     ShardFamily {
         name: "ringmq_subscriptions",

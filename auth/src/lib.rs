@@ -8,7 +8,8 @@
 //! - [`password_file`]: [`PasswordFile`], the `user:HASH` file.
 //! - [`verifier`]: [`Verifier`], worker threads that run the slow hashes off the
 //!   shard threads behind a bounded queue.
-//! - [`limiter`]: [`FailedLoginLimiter`], failed CONNECTs per source address.
+//! - [`limiter`]: [`FailedLoginLimiter`], failed CONNECTs per source address
+//!   (hand-written rather than `governor`; the module says why).
 //! - [`acl`]: [`Acl`], the TOML rule file, compiled per client into a [`ClientAcl`].
 //!
 //! The crate is synchronous and knows no executor or socket; time is a parameter

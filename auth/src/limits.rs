@@ -24,7 +24,7 @@ pub const SHA256_SALT_BYTES_MIN: usize = 8;
 pub const SHA256_SALT_BYTES_MAX: usize = 64;
 
 /// argon2id cost of [`crate::hash_password`]: OWASP's first choice (19 MiB, 2
-/// passes, 1 lane), about 30 ms on one core of a current server.
+/// passes, 1 lane), about 50 ms of CPU per check on the 2-core test VM.
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 pub const ARGON2_TIME_COST: u32 = 2;
 pub const ARGON2_LANES: u32 = 1;

@@ -291,6 +291,14 @@ mod tests {
     }
 
     #[test]
+    fn shareable_between_threads() {
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<PasswordFile>();
+        is_send_sync::<crate::Verifier>();
+        is_send_sync::<crate::FailedLoginLimiter>();
+    }
+
+    #[test]
     fn unknown_users_cost_the_files_argon2id() {
         let file = PasswordFile::parse(&format!("a:{}\n", argon2id_cheap("x")), SECURE).unwrap();
         assert_eq!(file.unknown_user_params.m_cost(), 64);

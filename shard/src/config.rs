@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-pub use crate::security::{Security, SecurityRules};
+use crate::security::Security;
 
 pub use ringmq_core::session::QueueFullPolicy;
 

@@ -2,24 +2,29 @@
 //! hand-over to the shard that owns the client id, then a reader task (decode,
 //! dispatch) and a writer task (flush the output buffer in batches).
 
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 use ringmq_core::codec::{self, DecodeError};
 use ringmq_core::packet::{
-    ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, Packet, ProtocolVersion,
+    ConnAck, ConnAckProperties, Disconnect, DisconnectProperties, Packet, ProtocolVersion,
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{write_packet, Violation};
 use ringmq_core::topic;
+use ringmq_net::transport::{Transport, TransportLimits, WsSettings};
 use ringmq_net::{ReadHalf, Stream, WriteHalf};
 use tracing::{debug, info, warn};
 
-use crate::ring::{owner_of, Adoption, ConnectionPermit, ShardMsg};
+use crate::config::{ListenerConfig, ListenerKind};
+use crate::ring::{owner_of, Accepted, Adoption, ConnectionPermit, ShardMsg};
 use crate::runtime::ShardCtx;
+use crate::security::{self, Credentials, Login};
 use crate::state::{clock_ns, Attached, CloseReason, ConnHandle, Ending};
 
 /// Bytes asked of the socket per read: from `READ_CHUNK_MIN` for a quiet client (an
@@ -54,9 +59,94 @@ fn shrink_if_idle(buf: &mut BytesMut, keep: usize) {
 /// microseconds; this only bounds a shard that is stopping).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 
-/// Reads until a CONNECT arrives, checks it, and serves the connection here or hands
-/// it to the shard that owns its client id.
-pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: SocketAddr) {
+/// A connection before its CONNECT is accepted: the socket and, for TLS and
+/// WebSocket, the transport that unwraps it.
+struct Opening {
+    stream: Stream,
+    transport: Option<Box<Transport>>,
+    /// Bytes read from the socket not yet through the transport.
+    wire: BytesMut,
+}
+
+impl Opening {
+    /// Reads once and appends the application bytes to `app`; 0 means the peer
+    /// closed. A transport answers its handshakes on the way.
+    async fn read(&mut self, app: &mut BytesMut) -> io::Result<usize> {
+        let Some(transport) = &mut self.transport else {
+            return self.stream.read_into(app, READ_CHUNK_MIN).await;
+        };
+        if transport.is_closed() {
+            return Ok(0);
+        }
+        let read = self
+            .stream
+            .read_into(&mut self.wire, READ_CHUNK_MIN)
+            .await?;
+        if read == 0 {
+            return Ok(0);
+        }
+        let received = transport.receive(&mut self.wire, app);
+        let mut out = BytesMut::new();
+        transport.poll_transmit(&mut out);
+        if !out.is_empty() {
+            self.stream.write_all(&out).await?;
+        }
+        // Bytes that came with a close (a CONNECT, then close_notify) are still
+        // read; the next call reports the close.
+        match received {
+            Ok(()) => Ok(read),
+            Err(error) => Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+        }
+    }
+
+    /// Writes application bytes (a refusal) through the transport.
+    async fn write(&mut self, app: &[u8]) {
+        let mut out = BytesMut::new();
+        let bytes = match &mut self.transport {
+            None => app,
+            Some(transport) => {
+                if transport.send(app, &mut out).is_err() {
+                    return;
+                }
+                transport.close(&mut out);
+                &out
+            }
+        };
+        let _ = self.stream.write_all(bytes).await;
+    }
+}
+
+/// The transport a listener's connections start with; `None` for plain MQTT.
+fn transport_for(
+    ctx: &ShardCtx,
+    listener: &ListenerConfig,
+) -> Result<Option<Box<Transport>>, String> {
+    let ws = WsSettings {
+        path: listener.ws_path.clone(),
+    };
+    let tls = || listener.tls.as_ref().map(|cell| cell.get());
+    let (tls, ws) = match listener.kind {
+        ListenerKind::Tcp => return Ok(None),
+        ListenerKind::Tls => (tls(), None),
+        ListenerKind::Ws => (None, Some(&ws)),
+        ListenerKind::Wss => (tls(), Some(&ws)),
+    };
+    let limits = TransportLimits {
+        message_max: ctx.limits().packet_size_max as usize,
+    };
+    Transport::new(tls, ws, limits)
+        .map(|transport| Some(Box::new(transport)))
+        .map_err(|error| error.to_string())
+}
+
+/// Reads until a CONNECT arrives, checks it and the client's credentials, and
+/// serves the connection here or hands it to the shard that owns its client id.
+pub(crate) async fn handshake(
+    ctx: Rc<ShardCtx>,
+    stream: Stream,
+    peer: SocketAddr,
+    listener: Rc<ListenerConfig>,
+) {
     let limits = ctx.limits();
     if stream
         .set_read_timeout(Some(limits.connect_timeout))
@@ -64,6 +154,18 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
     {
         return;
     }
+    let transport = match transport_for(&ctx, &listener) {
+        Ok(transport) => transport,
+        Err(error) => {
+            warn!(%peer, %error, "cannot set up the connection's transport; closing");
+            return;
+        }
+    };
+    let mut opening = Opening {
+        stream,
+        transport,
+        wire: BytesMut::new(),
+    };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_MIN);
     let mut connect = loop {
         match codec::decode(&mut buf, ProtocolVersion::V5, limits.packet_size_max) {
@@ -74,17 +176,23 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
             }
             Ok(None) => {}
             Err(error) => {
-                refuse_bad_connect(&mut stream, &buf, &error).await;
+                refuse_bad_connect(&mut opening, &buf, &error).await;
                 warn!(%peer, %error, "invalid CONNECT; closing");
                 ctx.stats.protocol_errors.inc();
                 return;
             }
         }
-        match stream.read_into(&mut buf, READ_CHUNK_MIN).await {
+        match opening.read(&mut buf).await {
             Ok(0) => return,
             Ok(n) => ctx.stats.bytes_received.add(n as u64),
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => {
                 debug!(%peer, "no CONNECT within {:?}; closing", limits.connect_timeout);
+                return;
+            }
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                // A failed TLS or WebSocket handshake: a scan, a wrong CA, a
+                // client without the certificate a listener requires.
+                info!(%peer, listener = %listener.url(), %error, "transport handshake failed; closing");
                 return;
             }
             Err(_) => return,
@@ -94,7 +202,7 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
     let mut assigned = false;
     if connect.client_id.is_empty() {
         if version == ProtocolVersion::V311 && !connect.clean_start {
-            refuse(&mut stream, version, ReasonCode::ClientIdentifierNotValid).await;
+            refuse(&mut opening, version, ReasonCode::ClientIdentifierNotValid).await;
             info!(%peer, "empty client id without clean session; refused");
             return;
         }
@@ -102,13 +210,13 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
         assigned = true;
     }
     if connect.properties.authentication_method.is_some() {
-        refuse(&mut stream, version, ReasonCode::BadAuthenticationMethod).await;
+        refuse(&mut opening, version, ReasonCode::BadAuthenticationMethod).await;
         info!(%peer, client = %connect.client_id, "enhanced authentication is not supported; refused");
         return;
     }
     if let Some(will) = &connect.will {
         if topic::validate_topic_name(&will.topic, limits.topic_levels_max).is_err() {
-            refuse(&mut stream, version, ReasonCode::TopicNameInvalid).await;
+            refuse(&mut opening, version, ReasonCode::TopicNameInvalid).await;
             info!(%peer, client = %connect.client_id, "invalid will topic; refused");
             return;
         }
@@ -120,42 +228,95 @@ pub(crate) async fn handshake(ctx: Rc<ShardCtx>, mut stream: Stream, peer: Socke
         };
         // Counted first: whoever sees the refusal can already see it counted.
         ctx.stats.connections_refused.inc();
-        refuse(&mut stream, version, reason).await;
+        refuse(&mut opening, version, reason).await;
         warn!(%peer, max = limits.connections_max, "connection limit reached; refused");
         return;
     };
-    let leftover = buf.split().freeze();
-    let owner = owner_of(connect.client_id.as_bytes(), ctx.shards);
+    let listener_max = listener.auth.connections_max;
+    let listener_permit = if listener_max == 0 {
+        None
+    } else if let Some(permit) = ConnectionPermit::acquire(&listener.connections, listener_max) {
+        Some(permit)
+    } else {
+        let reason = match version {
+            ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+            ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+        };
+        ctx.stats.connections_refused.inc();
+        refuse(&mut opening, version, reason).await;
+        warn!(%peer, listener = %listener.url(), max = listener_max, "listener connection limit reached; refused");
+        return;
+    };
+    let credentials = Credentials {
+        ip: peer.ip(),
+        username: connect.username.as_ref(),
+        password: connect.password.as_ref(),
+        certificate: opening
+            .transport
+            .as_ref()
+            .and_then(|transport| transport.peer_identity()),
+    };
+    let username = match security::authenticate(&ctx.security, &listener.auth, credentials).await {
+        Ok(username) => username,
+        Err(refusal) => {
+            ctx.stats.logins_refused.inc();
+            refuse(&mut opening, version, refusal.reason(version)).await;
+            warn!(
+                %peer,
+                client = %connect.client_id,
+                user = connect.username.as_deref().unwrap_or(""),
+                why = refusal.describe(),
+                "login refused"
+            );
+            return;
+        }
+    };
+    let rules = ctx.security.rules();
+    let login = Login {
+        acl: Login::compile(
+            &rules,
+            listener.auth.acl,
+            username.as_deref(),
+            &connect.client_id,
+        ),
+        acl_scope: listener.auth.acl,
+        username,
+    };
+    drop(rules);
+    let accepted = Accepted {
+        peer,
+        leftover: buf.split().freeze(),
+        connect,
+        assigned_id: assigned,
+        permit,
+        listener_permit,
+        transport: opening.transport.take(),
+        login,
+    };
+    let owner = owner_of(accepted.connect.client_id.as_bytes(), ctx.shards);
     if owner == ctx.id {
-        serve(ctx, stream, peer, connect, assigned, leftover, permit).await;
+        serve(ctx, opening.stream, accepted).await;
         return;
     }
-    match stream.into_socket() {
+    match opening.stream.into_socket() {
         Ok(socket) => ctx.send(
             owner,
-            ShardMsg::Adopt(Box::new(Adoption {
-                socket,
-                peer,
-                connect,
-                assigned_id: assigned,
-                leftover,
-                permit,
-            })),
+            ShardMsg::Adopt(Box::new(Adoption { socket, accepted })),
         ),
         Err(error) => warn!(%peer, %error, "could not hand the connection over; closing"),
     }
 }
 
 /// Answers a CONNECT that failed to decode, when its version tells how.
-async fn refuse_bad_connect(stream: &mut Stream, buf: &BytesMut, error: &DecodeError) {
+async fn refuse_bad_connect(opening: &mut Opening, buf: &BytesMut, error: &DecodeError) {
     match error {
         DecodeError::UnsupportedProtocolVersion(level) if *level < 5 => {
             // An MQTT 3.x client reads the 3.1.1 form: return code 1.
-            let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            opening.write(&[0x20, 0x02, 0x00, 0x01]).await;
         }
         DecodeError::UnsupportedProtocolVersion(_) => {
             refuse(
-                stream,
+                opening,
                 ProtocolVersion::V5,
                 ReasonCode::UnsupportedProtocolVersion,
             )
@@ -168,7 +329,7 @@ async fn refuse_bad_connect(stream: &mut Stream, buf: &BytesMut, error: &DecodeE
                 | ReasonCode::TopicNameInvalid) => reason,
                 _ => ReasonCode::ProtocolError,
             };
-            refuse(stream, ProtocolVersion::V5, reason).await;
+            refuse(opening, ProtocolVersion::V5, reason).await;
         }
         _ => {}
     }
@@ -189,22 +350,24 @@ fn refusal(reason: ReasonCode) -> Packet {
     }))
 }
 
-async fn refuse(stream: &mut Stream, version: ProtocolVersion, reason: ReasonCode) {
+async fn refuse(opening: &mut Opening, version: ProtocolVersion, reason: ReasonCode) {
     let mut out = BytesMut::new();
     write_packet(&refusal(reason), version, &mut out);
-    let _ = stream.write_all(&out).await;
+    opening.write(&out).await;
 }
 
 /// Serves an accepted connection on the shard that owns its client id.
-pub(crate) async fn serve(
-    ctx: Rc<ShardCtx>,
-    stream: Stream,
-    peer: SocketAddr,
-    connect: Box<Connect>,
-    assigned: bool,
-    leftover: Bytes,
-    permit: ConnectionPermit,
-) {
+pub(crate) async fn serve(ctx: Rc<ShardCtx>, stream: Stream, accepted: Accepted) {
+    let Accepted {
+        peer,
+        connect,
+        assigned_id,
+        leftover,
+        permit,
+        listener_permit,
+        transport,
+        login,
+    } = accepted;
     let (mut reader, writer) = match stream.split() {
         Ok(halves) => halves,
         Err(error) => {
@@ -212,24 +375,34 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let transport = transport.map(|transport| Rc::new(RefCell::new(*transport)));
     let client_id = connect.client_id.clone();
     let generation = ctx.state.borrow_mut().next_generation();
     let conn = ConnHandle::new(generation, peer);
     let version = connect.protocol;
-    let attach = ctx.state.borrow_mut().attach(connect, assigned, &conn);
+    let attach = ctx
+        .state
+        .borrow_mut()
+        .attach(connect, assigned_id, &conn, login);
     let attached = match attach {
         Ok(attached) => attached,
         Err(reason) => {
-            let mut writer = writer;
             let mut out = BytesMut::new();
             write_packet(&refusal(reason), version, &mut out);
-            let _ = writer.write_all(&out).await;
-            writer.close().await;
+            conn.out.borrow_mut().extend_from_slice(&out);
+            conn.close_with(CloseReason::Kicked(reason));
+            write_loop(Rc::clone(&ctx), writer, Rc::clone(&conn), transport).await;
             warn!(client = %client_id, %peer, %reason, "session table full; refused");
             return;
         }
     };
-    glommio::spawn_local(write_loop(Rc::clone(&ctx), writer, Rc::clone(&conn))).detach();
+    glommio::spawn_local(write_loop(
+        Rc::clone(&ctx),
+        writer,
+        Rc::clone(&conn),
+        transport.clone(),
+    ))
+    .detach();
     ctx.flush().await;
     info!(client = %client_id, %peer, shard = ctx.id, version = ?attached.version, "connected");
 
@@ -241,7 +414,12 @@ pub(crate) async fn serve(
     }
     let mut buf = BytesMut::with_capacity(READ_CHUNK_MIN.max(leftover.len()));
     buf.extend_from_slice(&leftover);
-    let (ending, why) = read_loop(&ctx, &mut reader, &mut buf, &conn, attached, &client_id).await;
+    let mut input = Input {
+        reader: &mut reader,
+        transport,
+        wire: BytesMut::new(),
+    };
+    let (ending, why) = read_loop(&ctx, &mut input, &mut buf, &conn, attached, &client_id).await;
     ctx.state
         .borrow_mut()
         .detach(attached.key, generation, ending);
@@ -251,6 +429,60 @@ pub(crate) async fn serve(
     }
     info!(client = %client_id, %peer, reason = why, "disconnected");
     drop(permit);
+    drop(listener_permit);
+}
+
+/// The reading side of a served connection.
+struct Input<'a> {
+    reader: &'a mut ReadHalf,
+    /// Shared with the writer task; `None` for plain MQTT.
+    transport: Option<Rc<RefCell<Transport>>>,
+    wire: BytesMut,
+}
+
+/// What one read brought.
+enum Read {
+    /// Bytes came from the socket (application bytes may be fewer, even none).
+    Bytes(usize),
+    /// The peer closed: the socket, or the transport (close_notify, WebSocket close).
+    Closed,
+    TimedOut,
+    /// A broken TLS record or WebSocket frame.
+    Transport,
+    Failed,
+}
+
+impl Input<'_> {
+    async fn read(&mut self, buf: &mut BytesMut, chunk: usize, conn: &ConnHandle) -> Read {
+        let Some(transport) = &self.transport else {
+            return match self.reader.read_into(buf, chunk).await {
+                Ok(0) => Read::Closed,
+                Ok(n) => Read::Bytes(n),
+                Err(error) if error.kind() == io::ErrorKind::TimedOut => Read::TimedOut,
+                Err(_) => Read::Failed,
+            };
+        };
+        if transport.borrow().is_closed() {
+            return Read::Closed;
+        }
+        let n = match self.reader.read_into(&mut self.wire, chunk).await {
+            Ok(0) => return Read::Closed,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => return Read::TimedOut,
+            Err(_) => return Read::Failed,
+        };
+        let mut transport = transport.borrow_mut();
+        let received = transport.receive(&mut self.wire, buf);
+        // Whatever the transport has to answer (a pong, an alert) goes out with
+        // the writer.
+        conn.wake.notify();
+        // What came before a close (DISCONNECT, then close_notify) is decoded
+        // first; the next read reports the close.
+        match received {
+            Err(_) => Read::Transport,
+            Ok(()) => Read::Bytes(n),
+        }
+    }
 }
 
 enum Next {
@@ -260,7 +492,7 @@ enum Next {
 
 async fn read_loop(
     ctx: &Rc<ShardCtx>,
-    reader: &mut ReadHalf,
+    input: &mut Input<'_>,
     buf: &mut BytesMut,
     conn: &Rc<ConnHandle>,
     attached: Attached,
@@ -307,18 +539,18 @@ async fn read_loop(
             conn.drained.notified().await;
         }
         shrink_if_idle(buf, chunk);
-        let read = reader.read_into(buf, chunk).await;
-        if let (Err(_) | Ok(0), Some(reason)) = (&read, conn.close.get()) {
+        let read = input.read(buf, chunk, conn).await;
+        if let (Read::Closed | Read::Failed, Some(reason)) = (&read, conn.close.get()) {
             // The broker closed the socket itself (takeover, a failed write).
             return (Ending::Abnormal, reason.describe());
         }
         match read {
-            Ok(0) => return (Ending::Abnormal, "connection closed by the client"),
-            Ok(n) => {
+            Read::Closed => return (Ending::Abnormal, "connection closed by the client"),
+            Read::Bytes(n) => {
                 ctx.stats.bytes_received.add(n as u64);
                 chunk = next_chunk(chunk, n);
             }
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            Read::TimedOut => {
                 if attached.version == ProtocolVersion::V5 {
                     conn.write(
                         &disconnect(ReasonCode::KeepAliveTimeout),
@@ -328,7 +560,12 @@ async fn read_loop(
                 conn.close_with(CloseReason::Kicked(ReasonCode::KeepAliveTimeout));
                 return (Ending::Abnormal, "keep alive timeout");
             }
-            Err(_) => return (Ending::Abnormal, "network error"),
+            Read::Transport => {
+                warn!(client = %client_id, peer = %conn.peer, "broken TLS record or WebSocket frame; closing");
+                conn.close_with(CloseReason::Kicked(ReasonCode::MalformedPacket));
+                return (Ending::Abnormal, "transport error");
+            }
+            Read::Failed => return (Ending::Abnormal, "network error"),
         }
     }
 }
@@ -436,8 +673,15 @@ async fn dispatch(
 }
 
 /// Writes whatever collects in the connection's output buffer, all of it per write
-/// (many frames per submission under load), until the connection closes.
-async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandle>) {
+/// (many frames per submission under load), until the connection closes. With a
+/// transport, the buffer is wrapped first and the transport's own output (pongs,
+/// alerts) goes along.
+async fn write_loop(
+    ctx: Rc<ShardCtx>,
+    mut writer: WriteHalf,
+    conn: Rc<ConnHandle>,
+    transport: Option<Rc<RefCell<Transport>>>,
+) {
     if writer
         .set_timeout(Some(ctx.limits().write_timeout))
         .is_err()
@@ -446,6 +690,7 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
         return;
     }
     let mut spare = BytesMut::new();
+    let mut wire = BytesMut::new();
     loop {
         let (has_data, sample_ns) = {
             let mut out = conn.out.borrow_mut();
@@ -456,13 +701,24 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
                 (true, conn.sample_ns.replace(0))
             }
         };
-        if has_data {
-            let sent = match writer.try_write(&spare) {
+        let bytes: &[u8] = match &transport {
+            None => &spare,
+            Some(transport) => {
+                let mut transport = transport.borrow_mut();
+                if has_data && transport.send(&spare, &mut wire).is_err() {
+                    break;
+                }
+                transport.poll_transmit(&mut wire);
+                &wire
+            }
+        };
+        if !bytes.is_empty() {
+            let sent = match writer.try_write(bytes) {
                 Ok(sent) => sent,
                 Err(_) => break,
             };
             if writer
-                .write_all(spare.get(sent..).unwrap_or_default())
+                .write_all(bytes.get(sent..).unwrap_or_default())
                 .await
                 .is_err()
             {
@@ -474,12 +730,15 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
                     .delivery_latency
                     .record(Duration::from_nanos(elapsed_ns));
             }
-            ctx.stats.bytes_sent.add(spare.len() as u64);
+            ctx.stats.bytes_sent.add(bytes.len() as u64);
             spare.clear();
+            wire.clear();
             shrink_if_idle(&mut spare, OUT_BUFFER_KEEP);
+            shrink_if_idle(&mut wire, OUT_BUFFER_KEEP);
             conn.drained.notify();
             continue;
         }
+        spare.clear();
         if conn.close.get().is_some() {
             break;
         }
@@ -488,6 +747,14 @@ async fn write_loop(ctx: Rc<ShardCtx>, mut writer: WriteHalf, conn: Rc<ConnHandl
     // Whatever made the writer stop, the reader must stop too.
     if conn.close.get().is_none() {
         conn.close.set(Some(CloseReason::WriteFailed));
+    }
+    if let Some(transport) = &transport {
+        // A goodbye the peer can tell from a cut: WebSocket close, close_notify.
+        wire.clear();
+        transport.borrow_mut().close(&mut wire);
+        if !wire.is_empty() {
+            let _ = writer.try_write(&wire);
+        }
     }
     writer.close().await;
 }

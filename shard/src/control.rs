@@ -14,6 +14,7 @@ use futures_channel::oneshot;
 
 use crate::config::Limits;
 use crate::ring::owner_of;
+use crate::security::{Security, SecurityRules};
 use crate::stats::ShardStats;
 
 /// Requests a shard's control channel holds before callers are told it is busy.
@@ -71,6 +72,11 @@ pub(crate) enum Control {
     },
     Reload {
         limits: Arc<Limits>,
+        reply: oneshot::Sender<()>,
+    },
+    /// New security rules are in force: recompile every session's ACL.
+    ReloadSecurity {
+        rules: Arc<SecurityRules>,
         reply: oneshot::Sender<()>,
     },
 }
@@ -182,6 +188,27 @@ impl BrokerHandle {
         for shard in 0..self.shards() {
             let limits = Arc::clone(&limits);
             answers.push(self.ask(shard, |reply| Control::Reload { limits, reply })?);
+        }
+        for answer in answers {
+            answer.await.map_err(|_| Unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Puts `rules` in force: new CONNECTs use them at once, and every shard
+    /// recompiles the ACL of its sessions (their next publish, subscribe and
+    /// delivery obey the new rules). Returns once every shard has.
+    pub async fn reload_security(
+        &self,
+        security: &Security,
+        rules: SecurityRules,
+    ) -> Result<(), Unavailable> {
+        security.replace(rules);
+        let rules = security.rules();
+        let mut answers = Vec::with_capacity(self.shards());
+        for shard in 0..self.shards() {
+            let rules = Arc::clone(&rules);
+            answers.push(self.ask(shard, |reply| Control::ReloadSecurity { rules, reply })?);
         }
         for answer in answers {
             answer.await.map_err(|_| Unavailable)?;

@@ -8,6 +8,8 @@
 //!   writer tasks;
 //! - `state`: a shard's sessions, tries and retained partition, and routing;
 //! - `ring`: what travels between shards, and which shard owns a client id;
+//! - [`security`]: the password file, ACL and failed-login limiter in force, and
+//!   the login decision of a CONNECT;
 //! - [`stats`]: per-shard counters;
 //! - [`control`]: questions from outside (the admin endpoint) and the handle that
 //!   asks them;
@@ -24,10 +26,15 @@ pub mod control;
 mod notify;
 mod ring;
 mod runtime;
+pub mod security;
 mod state;
 pub mod stats;
 
-pub use config::{BrokerConfig, Limits, QueueFullPolicy};
+pub use config::{
+    AclScope, BrokerConfig, Limits, ListenerAuth, ListenerConfig, ListenerKind, QueueFullPolicy,
+    TlsConfigCell, UsernameSource,
+};
 pub use control::BrokerHandle;
 pub use ring::owner_of;
 pub use runtime::{start, Running, StartError, Stopper};
+pub use security::{Security, SecurityRules};

@@ -11,6 +11,9 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use ringmq_core::packet::Connect;
 use ringmq_core::session::{Message, SessionKey};
+use ringmq_net::transport::Transport;
+
+use crate::security::Login;
 
 /// Who holds interest in a filter, as the interest table records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,13 +60,24 @@ pub(crate) enum ShardMsg {
 /// A connection in transit between shards.
 pub(crate) struct Adoption {
     pub socket: socket2::Socket,
+    pub accepted: Accepted,
+}
+
+/// A connection whose CONNECT was accepted, on its way to being served.
+pub(crate) struct Accepted {
     pub peer: SocketAddr,
     pub connect: Box<Connect>,
     /// The client sent no id and the broker assigned one (CONNACK says which).
     pub assigned_id: bool,
-    /// Bytes read after the CONNECT (a client may pipeline).
+    /// Bytes read after the CONNECT (a client may pipeline), already out of the
+    /// transport.
     pub leftover: Bytes,
     pub permit: ConnectionPermit,
+    /// The slot of the listener's own limit, if it has one.
+    pub listener_permit: Option<ConnectionPermit>,
+    /// TLS and/or WebSocket state; `None` for plain MQTT.
+    pub transport: Option<Box<Transport>>,
+    pub login: Login,
 }
 
 /// One slot of the broker-wide connection limit, released when dropped, on whichever

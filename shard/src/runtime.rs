@@ -18,6 +18,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use ringmq_core::packet::{PublishProperties, QoS};
 use ringmq_core::session::Message;
 use ringmq_net::{Listener, Stream};
+
+use crate::config::ListenerConfig;
+use crate::security::Security;
 use tracing::{error, warn};
 
 use crate::config::{BrokerConfig, Limits};
@@ -57,6 +60,7 @@ pub(crate) struct ShardCtx {
     pub stats: Arc<ShardStats>,
     limits: RefCell<Arc<Limits>>,
     pub connections: Arc<AtomicUsize>,
+    pub security: Arc<Security>,
     senders: Senders<ShardMsg>,
     outgoing: Vec<Outgoing>,
     assigned_ids: Cell<u64>,
@@ -195,16 +199,8 @@ fn handle_ring(ctx: &Rc<ShardCtx>, msg: ShardMsg) {
         ShardMsg::Adopt(adoption) => {
             let adoption = *adoption;
             let stream = Stream::from_socket(adoption.socket);
-            glommio::spawn_local(connection::serve(
-                Rc::clone(ctx),
-                stream,
-                adoption.peer,
-                adoption.connect,
-                adoption.assigned_id,
-                adoption.leftover,
-                adoption.permit,
-            ))
-            .detach();
+            glommio::spawn_local(connection::serve(Rc::clone(ctx), stream, adoption.accepted))
+                .detach();
         }
         ShardMsg::Publish(message) => {
             ctx.state.borrow_mut().deliver_plain(&message, state::now());
@@ -239,11 +235,17 @@ fn handle_ring(ctx: &Rc<ShardCtx>, msg: ShardMsg) {
     }
 }
 
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: Listener) {
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: Listener, config: Rc<ListenerConfig>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                glommio::spawn_local(connection::handshake(Rc::clone(&ctx), stream, peer)).detach();
+                glommio::spawn_local(connection::handshake(
+                    Rc::clone(&ctx),
+                    stream,
+                    peer,
+                    Rc::clone(&config),
+                ))
+                .detach();
             }
             Err(err) => {
                 // Out of descriptors or memory: back off instead of spinning.
@@ -459,6 +461,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         let connections = Arc::clone(&connections);
         let all_stats = Arc::clone(&all_stats);
         let listeners = config.listeners.clone();
+        let security = Arc::clone(&config.security);
         let sys_interval = config.sys_interval;
         let ready = ready_tx.clone();
         let stopping = Arc::clone(&stopping);
@@ -491,6 +494,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     stats,
                     limits: RefCell::new(limits),
                     connections,
+                    security,
                     senders,
                     outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
                     assigned_ids: Cell::new(0),
@@ -515,11 +519,14 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                     glommio::spawn_local(flush_peer(Rc::clone(&ctx), peer)).detach();
                 }
                 let mut tasks = Vec::new();
-                for addr in listeners {
+                for config in listeners {
+                    let addr = config.addr;
                     match Listener::bind(addr, 1024) {
-                        Ok(listener) => {
-                            tasks.push(glommio::spawn_local(accept_loop(Rc::clone(&ctx), listener)))
-                        }
+                        Ok(listener) => tasks.push(glommio::spawn_local(accept_loop(
+                            Rc::clone(&ctx),
+                            listener,
+                            Rc::new(config),
+                        ))),
                         Err(err) => {
                             let _ = ready.send(Err(StartError::Listen {
                                 shard: id,

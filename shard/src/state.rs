@@ -33,7 +33,10 @@ use crate::config::Limits;
 use crate::control::{ClientDetail, ClientInfo, Control, SubscriptionInfo};
 use crate::notify::{Event, Notify, OneShot};
 use crate::ring::{owner_of, InterestKey, ShardMsg};
+use crate::security::{Login, SecurityRules};
 use crate::stats::ShardStats;
+use ringmq_auth::SubscribeDecision;
+use tracing::debug;
 
 /// Milliseconds since the process started, on the monotonic clock all shards share,
 /// so deadlines (message expiry) mean the same on every shard.
@@ -137,6 +140,30 @@ struct Slot {
     will: Option<Will>,
     /// A will waiting for its delay (MQTT 5 will delay interval).
     will_at: Option<Timestamp>,
+    /// Who the client logged in as, and its ACL.
+    login: Login,
+    /// Check each delivery against the ACL: a subscription was granted with a
+    /// deny rule inside it, the session was resumed, or the rules were reloaded.
+    receive_check: bool,
+}
+
+impl Slot {
+    /// Whether the ACL lets this client's will go out (checked when it is sent).
+    fn may_publish_will(&self, will: &Will) -> bool {
+        self.login
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.may_publish(&will.topic))
+    }
+
+    fn may_receive(&self, topic: &str) -> bool {
+        !self.receive_check
+            || self
+                .login
+                .acl
+                .as_ref()
+                .is_none_or(|acl| acl.may_receive(topic))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -294,6 +321,7 @@ impl Shard {
         connect: Box<Connect>,
         assigned_id: bool,
         conn: &Rc<ConnHandle>,
+        login: Login,
     ) -> Result<Attached, ReasonCode> {
         let keep_alive_s = self.keep_alive_s(connect.keep_alive_s);
         let now = now();
@@ -339,6 +367,8 @@ impl Shard {
                         expires_at: None,
                         will: None,
                         will_at: None,
+                        login: login.clone(),
+                        receive_check: false,
                     },
                 );
                 self.by_client.insert(connect.client_id.clone(), key);
@@ -377,6 +407,10 @@ impl Shard {
         };
         slot.expiry_s = expiry_s;
         slot.expires_at = None;
+        // A resumed session's subscriptions were granted to whoever held it
+        // before: its deliveries are checked against this client's rules.
+        slot.receive_check = session_present && login.acl.is_some();
+        slot.login = login;
         slot.will = connect.will;
         // A new connection cancels a delayed will (MQTT 5 3.1.3.2.2).
         slot.will_at = None;
@@ -508,7 +542,7 @@ impl Shard {
             }
         }
         let expiry_s = slot.expiry_s;
-        if let Some(will) = slot.will.take() {
+        if let Some(will) = slot.will.take().filter(|will| slot.may_publish_will(will)) {
             let delay_s = will.properties.will_delay_interval_s.unwrap_or(0);
             if delay_s == 0 || expiry_s == 0 {
                 self.publish_will(will, now);
@@ -551,7 +585,7 @@ impl Shard {
             self.remove_subscription(key, &filter);
         }
         if slot.will_at.is_some() {
-            if let Some(will) = slot.will.take() {
+            if let Some(will) = slot.will.take().filter(|will| slot.may_publish_will(will)) {
                 self.publish_will(will, now());
             }
         }
@@ -663,6 +697,25 @@ impl Shard {
             Control::Reload { reply, .. } => {
                 let _ = reply.send(());
             }
+            Control::ReloadSecurity { rules, reply } => {
+                self.recompile_acls(&rules);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Every session's ACL under new rules. The subscriptions stay; from now on
+    /// each delivery to a session with an ACL is checked against it.
+    fn recompile_acls(&mut self, rules: &SecurityRules) {
+        for slot in self.sessions.values_mut() {
+            let login = &mut slot.login;
+            login.acl = Login::compile(
+                rules,
+                login.acl_scope,
+                login.username.as_deref(),
+                &slot.session.client_id,
+            );
+            slot.receive_check = login.acl.is_some();
         }
     }
 
@@ -700,7 +753,8 @@ impl Shard {
             match kind {
                 TimerKind::Will if slot.conn.is_none() && slot.will_at == Some(at) => {
                     slot.will_at = None;
-                    if let Some(will) = slot.will.take() {
+                    if let Some(will) = slot.will.take().filter(|will| slot.may_publish_will(will))
+                    {
                         self.publish_will(will, now);
                     }
                 }
@@ -740,6 +794,37 @@ impl Shard {
             return Ok(());
         };
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
+            Inbound::Route(message, Some(packet_id))
+                if !slot
+                    .login
+                    .acl
+                    .as_ref()
+                    .is_none_or(|acl| acl.may_publish(&message.topic)) =>
+            {
+                self.stats.dropped_not_authorized.inc();
+                debug!(client = %slot.session.client_id, topic = %message.topic, "PUBLISH not authorized");
+                if let Some(conn) = &slot.conn {
+                    slot.session.refuse_publish(
+                        qos,
+                        packet_id,
+                        ReasonCode::NotAuthorized,
+                        &mut conn.out.borrow_mut(),
+                    );
+                    conn.wake.notify();
+                }
+                return Ok(());
+            }
+            Inbound::Route(message, None)
+                if !slot
+                    .login
+                    .acl
+                    .as_ref()
+                    .is_none_or(|acl| acl.may_publish(&message.topic)) =>
+            {
+                self.stats.dropped_not_authorized.inc();
+                debug!(client = %slot.session.client_id, topic = %message.topic, "PUBLISH not authorized");
+                return Ok(());
+            }
             Inbound::Route(mut message, packet_id) => {
                 self.sample_countdown = self.sample_countdown.saturating_sub(1);
                 if self.sample_countdown == 0 {
@@ -916,6 +1001,10 @@ impl Shard {
         let Some(slot) = self.sessions.get_mut(&key) else {
             return;
         };
+        if !slot.may_receive(&message.topic) {
+            self.stats.dropped_not_authorized.inc();
+            return;
+        }
         let delivery = match &slot.conn {
             Some(conn) => {
                 let mut out = conn.out.borrow_mut();
@@ -1042,6 +1131,18 @@ impl Shard {
             let Some(slot) = self.sessions.get_mut(&key) else {
                 return Ok(plan);
             };
+            if let Some(acl) = &slot.login.acl {
+                match acl.subscribe(parsed.topic_filter()) {
+                    SubscribeDecision::Deny => {
+                        self.stats.subscriptions_refused.inc();
+                        debug!(client = %slot.session.client_id, filter = %filter_text, "SUBSCRIBE not authorized");
+                        plan.reasons.push(ReasonCode::NotAuthorized);
+                        continue;
+                    }
+                    SubscribeDecision::AllowFiltered => slot.receive_check = true,
+                    SubscribeDecision::Allow => {}
+                }
+            }
             let entry = SubscriptionEntry {
                 options,
                 id: sub_id,

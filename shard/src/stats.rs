@@ -49,6 +49,8 @@ pub struct ShardStats {
     pub connections_refused: Counter,
     /// CONNECTs refused because the session table was full.
     pub sessions_refused: Counter,
+    /// CONNECTs refused by authentication (credentials, anonymous, rate limit, busy).
+    pub logins_refused: Counter,
     pub sessions: Counter,
     pub messages_received: Counter,
     pub messages_sent: Counter,
@@ -66,6 +68,10 @@ pub struct ShardStats {
     pub dropped_expired: Counter,
     pub dropped_too_large: Counter,
     pub dropped_no_subscribers: Counter,
+    /// PUBLISHes the ACL refused, and deliveries it withheld.
+    pub dropped_not_authorized: Counter,
+    /// SUBSCRIBE filters the ACL refused.
+    pub subscriptions_refused: Counter,
     pub ring_full: Counter,
     /// Messages this shard addressed to each shard (its index), into the ring or
     /// the queue in front of it.
@@ -142,6 +148,7 @@ impl ShardStats {
             connections_total: Counter::default(),
             connections_refused: Counter::default(),
             sessions_refused: Counter::default(),
+            logins_refused: Counter::default(),
             sessions: Counter::default(),
             messages_received: Counter::default(),
             messages_sent: Counter::default(),
@@ -156,6 +163,8 @@ impl ShardStats {
             dropped_expired: Counter::default(),
             dropped_too_large: Counter::default(),
             dropped_no_subscribers: Counter::default(),
+            dropped_not_authorized: Counter::default(),
+            subscriptions_refused: Counter::default(),
             ring_full: Counter::default(),
             ring_sent: (0..shards).map(|_| Counter::default()).collect(),
             ring_received: Counter::default(),

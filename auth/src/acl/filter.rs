@@ -56,10 +56,13 @@ pub fn covers(outer: &str, inner: &str) -> bool {
     }
     let mut outer_levels = outer.split('/');
     let mut inner_levels = inner.split('/');
+    let mut first = true;
     loop {
         match (outer_levels.next(), inner_levels.next()) {
             // Also when `inner` has ended: `a/#` matches `a` itself.
             (Some("#"), _) => return true,
+            // A topic has at least one level, so a leading `#` means `+/#`.
+            (Some("+"), Some("#")) if first => return outer_levels.next() == Some("#"),
             // Equal literals, or `+` over `+`.
             (Some(o), Some(i)) if o == i => {}
             // `+` takes any one level, but not the many (or none) of `#`.
@@ -67,6 +70,7 @@ pub fn covers(outer: &str, inner: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+        first = false;
     }
 }
 
@@ -151,6 +155,10 @@ mod tests {
             ("+", "+", true),
             ("+", "#", false),
             ("a", "a/#", false),
+            ("+/#", "#", true),
+            ("+/+/#", "#", false),
+            ("+", "#", false),
+            ("a/+/#", "a/#", false),
         ];
         for (outer, inner, expected) in cases {
             assert_eq!(covers(outer, inner), expected, "{outer} covers {inner}");
