@@ -143,8 +143,7 @@ fn tls_1_2_and_1_3_are_served_and_an_untrusted_server_is_refused() {
 
     // A client that trusts another CA does not accept the server.
     let error = tls_connect(addr, client_config(&[&pki.rogue_ca], None), "127.0.0.1")
-        .err()
-        .expect("the handshake must fail");
+        .expect_err("the handshake must fail");
     assert!(
         error.contains("invalid peer certificate") || error.contains("UnknownIssuer"),
         "{error}"

@@ -25,7 +25,8 @@ struct WsBroker {
 }
 
 /// A broker with a `ws` listener on 127.0.0.2 and a `wss` one on 127.0.0.3,
-/// `auth` as its `[auth]` table, and an ACL-exempt plain listener on 127.0.0.4.
+/// `auth` as its `[auth]` table, and a plain listener on 127.0.0.4 that takes
+/// anonymous clients and is exempt from the ACL (the observer's).
 fn ws_broker(name: &str, auth: &str) -> WsBroker {
     let dir = temp_dir(name);
     let ca = Ca::new("ringmq ws test CA");
@@ -35,7 +36,7 @@ fn ws_broker(name: &str, auth: &str) -> WsBroker {
          [[listener]]\nkind = \"ws\"\nlisten = \"127.0.0.2:0\"\npath = \"/mqtt\"\n\n\
          [[listener]]\nkind = \"wss\"\nlisten = \"127.0.0.3:0\"\npath = \"/mqtt\"\n\
          cert = {}\nkey = {}\n\n\
-         [[listener]]\nkind = \"tcp\"\nlisten = \"127.0.0.4:0\"\nacl = false\n",
+         [[listener]]\nkind = \"tcp\"\nlisten = \"127.0.0.4:0\"\nacl = false\nallow_anonymous = true\n",
         toml_path(&cert),
         toml_path(&key)
     );
