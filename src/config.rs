@@ -989,6 +989,11 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::type_complexity,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::*;
 
@@ -1090,6 +1095,133 @@ mod tests {
                 .unwrap_or_default();
             assert!(error.contains(key), "{node_id:?} {advertise:?}: {error}");
         }
+    }
+
+    fn listener(kind: ListenerKind) -> ListenerSettings {
+        ListenerSettings {
+            kind,
+            listen: "127.0.0.1:0".into(),
+            cert: String::new(),
+            key: String::new(),
+            client_ca: String::new(),
+            client_cert: ClientCertSetting::None,
+            username_from: UsernameFrom::None,
+            path: mqtt_path(),
+            allow_anonymous: Anonymous::Auto,
+            acl: true,
+            max_connections: 0,
+        }
+    }
+
+    fn error_of(settings: &Settings) -> String {
+        settings
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn listeners_and_auth_are_checked_key_by_key() {
+        // Any existing file stands in for a certificate: the contents are read
+        // (and refused) when the TLS configuration is built.
+        let file = env!("CARGO_MANIFEST_DIR").to_owned() + "/Cargo.toml";
+        let mut settings = Settings::default();
+        settings.listeners = vec![listener(ListenerKind::Ws), listener(ListenerKind::Tcp)];
+        assert!(settings.check().is_ok(), "{}", error_of(&settings));
+
+        let cases: Vec<(Box<dyn Fn(&mut ListenerSettings)>, &str)> = vec![
+            (
+                Box::new(|l| l.kind = ListenerKind::Tls),
+                "`listener[0].cert`",
+            ),
+            (
+                Box::new(|l| {
+                    l.kind = ListenerKind::Tls;
+                    l.cert = "/nonexistent.pem".into();
+                }),
+                "`listener[0].cert` = \"/nonexistent.pem\": a readable file",
+            ),
+            (
+                Box::new(|l| l.cert = "x.pem".into()),
+                "only for listeners of kind tls or wss",
+            ),
+            (
+                Box::new(|l| l.client_cert = ClientCertSetting::Required),
+                "`listener[0].client_cert`",
+            ),
+            (Box::new(|l| l.path = "mqtt".into()), "`listener[0].path`"),
+            (
+                Box::new(|l| l.listen = "nowhere".into()),
+                "`listener[0].listen`",
+            ),
+            (
+                Box::new(|l| l.listen = "0.0.0.0:1883".into()),
+                "no other listener uses",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut broken = settings.clone();
+            if let Some(first) = broken.listeners.first_mut() {
+                change(first);
+            }
+            let error = error_of(&broken);
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        let mut tcp = settings.clone();
+        tcp.listeners[1].path = "/other".into();
+        assert!(error_of(&tcp).contains("only for listeners of kind ws or wss"));
+
+        let mut tls = settings.clone();
+        tls.listeners[0] = ListenerSettings {
+            cert: file.clone(),
+            key: file.clone(),
+            ..listener(ListenerKind::Tls)
+        };
+        assert!(tls.check().is_ok(), "{}", error_of(&tls));
+        tls.listeners[0].username_from = UsernameFrom::Cn;
+        assert!(error_of(&tls).contains("`listener[0].username_from`"));
+        tls.listeners[0].username_from = UsernameFrom::None;
+        tls.listeners[0].client_ca = file.clone();
+        assert!(error_of(&tls).contains("it would be unused"));
+        tls.listeners[0].client_cert = ClientCertSetting::Optional;
+        tls.listeners[0].username_from = UsernameFrom::San;
+        assert!(tls.check().is_ok(), "{}", error_of(&tls));
+
+        let mut auth = Settings::default();
+        auth.auth.password_file = "/nonexistent/passwd".into();
+        assert!(error_of(&auth).contains("`auth.password_file`"));
+        auth.auth.password_file = String::new();
+        auth.auth.acl_file = "/nonexistent/acl.toml".into();
+        assert!(error_of(&auth).contains("`auth.acl_file`"));
+        auth.auth.acl_file = String::new();
+        auth.auth.hash_threads = 0;
+        assert!(error_of(&auth).contains("`auth.hash_threads`"));
+    }
+
+    #[test]
+    fn anonymous_clients_follow_the_listener_then_the_auth_table() {
+        let mut settings = Settings::default();
+        assert!(settings.anonymous_allowed(Anonymous::Auto));
+        settings.auth.password_file = "/etc/ringmq/passwd".into();
+        assert!(
+            !settings.anonymous_allowed(Anonymous::Auto),
+            "a password file closes the door"
+        );
+        assert!(settings.anonymous_allowed(Anonymous::Allow));
+        settings.auth.allow_anonymous = Anonymous::Allow;
+        assert!(settings.anonymous_allowed(Anonymous::Auto));
+        assert!(!settings.anonymous_allowed(Anonymous::Deny));
+        for (text, expected) in [
+            ("true", Anonymous::Allow),
+            ("false", Anonymous::Deny),
+            ("\"auto\"", Anonymous::Auto),
+        ] {
+            let parsed: AuthSettings =
+                toml::from_str(&format!("allow_anonymous = {text}")).unwrap_or_default();
+            assert_eq!(parsed.allow_anonymous, expected, "{text}");
+        }
+        assert!(toml::from_str::<AuthSettings>("allow_anonymous = \"maybe\"").is_err());
     }
 
     #[test]

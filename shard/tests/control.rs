@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_lite::future::block_on;
 use ringmq_net::PortReservation;
-use ringmq_shard::{BrokerConfig, Limits};
+use ringmq_shard::{BrokerConfig, Limits, ListenerConfig, Security, SecurityRules};
 
 fn connect_v5(addr: SocketAddr, client_id: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -54,7 +54,8 @@ fn list_inspect_kick_reload_and_stop() {
     let reservation = PortReservation::new(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = reservation.addr();
     let running = ringmq_shard::start(BrokerConfig {
-        listeners: vec![addr],
+        listeners: vec![ListenerConfig::tcp(addr)],
+        security: Security::new(SecurityRules::open(), None),
         shards: 2,
         cpus: Vec::new(),
         limits: Limits::default(),
