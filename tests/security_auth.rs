@@ -356,14 +356,11 @@ fn a_reload_with_a_good_password_file_applies_to_new_connections() {
     // alice changes her password, bob leaves, carol arrives.
     let next = password_file(&dir, "next", &[("alice", "cherry"), ("carol", "date")]);
     std::fs::rename(&next, &passwords).unwrap();
-    broker.reload();
-    eventually("the new password file is in force", || {
-        let (code, client) = connect(
-            broker.tcp(),
-            &Connect::new(V5, "alice-new").user("alice", "cherry"),
-        );
-        (code == ACCEPTED).then_some(client)
-    })
+    broker.reload_applied();
+    connect_ok(
+        broker.tcp(),
+        &Connect::new(V5, "alice-new").user("alice", "cherry"),
+    )
     .disconnect();
     connect_refused(
         broker.tcp(),

@@ -453,6 +453,14 @@ impl Broker {
         }
     }
 
+    /// Sends SIGHUP and waits until the broker says the reload is done (every
+    /// shard has the new rules; a client's next action follows them).
+    pub fn reload_applied(&self) -> String {
+        let seen = self.log_len();
+        self.reload();
+        self.wait_for_log_after(seen, &["configuration reloaded"])
+    }
+
     /// Sends SIGHUP and waits for the warning that the reload was refused; the
     /// warning must name `names` (the file, the key).
     pub fn reload_refused(&self, names: &[&str]) -> String {
