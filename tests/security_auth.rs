@@ -6,6 +6,7 @@
 //! - `allow_anonymous` broker-wide and overridden per listener, both ways;
 //! - the failed-login limit per source address, and its window;
 //! - a per-listener connection limit;
+//! - a full hash queue: CONNECT refused as busy;
 //! - a bad password file: the start fails, `check-config` fails, a reload keeps
 //!   the file in force (and never opens the broker to anonymous clients);
 //! - a good new password file applies at a reload.
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use sec_harness::mqtt::{
     self, connect, connect_ok, connect_over, connect_refused, Connect, ACCEPTED, BAD_CREDENTIALS,
-    CONNECTION_RATE_EXCEEDED, NOT_AUTHORIZED, QUOTA_EXCEEDED, V3, V3_BAD_CREDENTIALS,
+    CONNECTION_RATE_EXCEEDED, NOT_AUTHORIZED, QUOTA_EXCEEDED, SERVER_BUSY, V3, V3_BAD_CREDENTIALS,
     V3_NOT_AUTHORIZED, V3_UNAVAILABLE, V5,
 };
 use sec_harness::{
@@ -382,4 +383,65 @@ fn a_reload_with_a_good_password_file_applies_to_new_connections() {
     connected.subscribe_ok("reload/still", 1);
     connected.publish_ok("reload/still", b"here", 1, false);
     connected.expect_message("reload/still", "here");
+}
+
+#[test]
+fn a_full_hash_queue_refuses_logins_as_busy() {
+    // One hashing thread and room for one waiting CONNECT: a burst of password
+    // logins finds the queue full.
+    const BURST: usize = 12;
+    const ROUNDS_MAX: usize = 5;
+    let dir = temp_dir("auth-hash-queue");
+    let passwords = alice_and_bob(&dir);
+    let broker = start(
+        &dir,
+        &format!(
+            "[auth]\npassword_file = {}\nfailed_login_max = 0\nhash_threads = 1\nhash_queue_max = 1\n",
+            toml_path(&passwords)
+        ),
+        &[],
+    );
+    let addr = broker.tcp();
+    for (version, busy) in [(V5, SERVER_BUSY), (V3, V3_UNAVAILABLE)] {
+        let mut refused = 0;
+        for round in 0..ROUNDS_MAX {
+            let start_together = std::sync::Arc::new(std::sync::Barrier::new(BURST));
+            let codes: Vec<u8> = (0..BURST)
+                .map(|n| {
+                    let start_together = std::sync::Arc::clone(&start_together);
+                    std::thread::spawn(move || {
+                        let stream = mqtt::tcp(addr);
+                        start_together.wait();
+                        let id = format!("burst-{version}-{round}-{n}");
+                        let (code, mut client) = connect_over(
+                            stream,
+                            &Connect::new(version, &id).user("alice", "apple pie"),
+                        );
+                        if code != ACCEPTED {
+                            client.expect_closed();
+                        }
+                        code
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            assert!(
+                codes.iter().all(|c| *c == ACCEPTED || *c == busy),
+                "MQTT level {version}: {codes:?}"
+            );
+            assert!(codes.contains(&ACCEPTED), "MQTT level {version}: {codes:?}");
+            refused += codes.iter().filter(|c| **c == busy).count();
+            if refused > 0 {
+                break;
+            }
+        }
+        assert!(
+            refused > 0,
+            "MQTT level {version}: no burst found the hash queue full"
+        );
+    }
+    // Once the burst is over, logins go through again.
+    connect_ok(addr, &Connect::new(V5, "after-burst").user("bob", "banana")).disconnect();
 }
