@@ -6,12 +6,12 @@
 
 mod sec_harness;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use sec_harness::mqtt::{connect_ok, Client, Connect, V5};
+use sec_harness::mqtt::{connect_ok, Client, Connect, Stream, V5};
 use sec_harness::paho::Paho;
 use sec_harness::pki::{client_config, tls_connect, Ca};
 use sec_harness::{
@@ -137,7 +137,7 @@ fn paho_publishes_and_subscribes_over_ws_and_wss() {
 /// Sends an HTTP/1.1 upgrade request for `path` and returns the response head
 /// (status line and headers), read within [`WAIT`].
 fn upgrade_request(
-    stream: &mut dyn ReadWrite,
+    stream: &mut dyn Stream,
     socket: &std::net::TcpStream,
     host: SocketAddr,
     path: &str,
@@ -170,9 +170,6 @@ fn upgrade_request(
     }
     String::from_utf8(head).unwrap()
 }
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 fn status_of(head: &str) -> u16 {
     head.split_whitespace().nth(1).unwrap().parse().unwrap()
