@@ -139,6 +139,12 @@ struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_timeout: Option<u64>,
 
+    /// Microseconds an idle shard polls before it sleeps (0: at once); for shards
+    /// pinned to cores of their own.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_spin_us: Option<u64>,
+
     #[command(flatten)]
     #[serde(skip_serializing_if = "AdminFlags::is_empty")]
     admin: AdminFlags,
@@ -204,6 +210,7 @@ fn broker_config(
         sys_interval: (settings.sys_interval > 0)
             .then(|| Duration::from_secs(settings.sys_interval)),
         shutdown_timeout: Duration::from_secs(settings.shutdown_timeout),
+        idle_spin: Duration::from_micros(settings.idle_spin_us),
     };
     Ok((config, reservations))
 }

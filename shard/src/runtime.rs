@@ -468,10 +468,13 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
         let Some(control) = control_receivers.next() else {
             break;
         };
-        let spawned = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("ringmq-shard-{id}"))
-            .io_memory(SHARD_IO_MEMORY_BYTES)
-            .spawn(move || async move {
+            .io_memory(SHARD_IO_MEMORY_BYTES);
+        if !config.idle_spin.is_zero() {
+            builder = builder.spin_before_park(config.idle_spin);
+        }
+        let spawned = builder.spawn(move || async move {
                 let (senders, mut receivers) = match mesh.join().await {
                     Ok(ends) => ends,
                     Err(err) => {

@@ -61,6 +61,7 @@ fn list_inspect_kick_reload_and_stop() {
         limits: Limits::default(),
         sys_interval: None,
         shutdown_timeout: Duration::from_secs(2),
+        idle_spin: Duration::from_micros(100),
     })
     .unwrap();
     reservation.release();
