@@ -84,8 +84,14 @@ pub fn intersects(a: &str, b: &str) -> bool {
     }
     let mut a_levels = a.split('/');
     let mut b_levels = b.split('/');
+    // Whether the first level of every common topic is the empty one: then `#`
+    // matching "nothing more" after it would mean the empty topic, which no
+    // PUBLISH can have (`/#` and `+` share no topic).
+    let first_empty = a_first.is_empty() || b_first.is_empty();
+    let mut level = 0;
     loop {
         match (a_levels.next(), b_levels.next()) {
+            (Some("#"), None) | (None, Some("#")) if level == 1 && first_empty => return false,
             // `#` matches whatever the other has left, even nothing.
             (Some("#"), _) | (_, Some("#")) => return true,
             (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
@@ -93,6 +99,7 @@ pub fn intersects(a: &str, b: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+        level += 1;
     }
 }
 
@@ -107,6 +114,15 @@ fn is_wildcard(level: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_topic_is_no_common_ground() {
+        assert!(!intersects("/#", "+"));
+        assert!(!intersects("+", "/#"));
+        assert!(intersects("/#", "+/+"));
+        assert!(intersects("+/#", "+"));
+        assert!(intersects("#", "+"));
+    }
 
     #[test]
     fn matching() {
