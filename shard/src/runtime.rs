@@ -475,86 +475,82 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
             builder = builder.spin_before_park(config.idle_spin);
         }
         let spawned = builder.spawn(move || async move {
-                let (senders, mut receivers) = match mesh.join().await {
-                    Ok(ends) => ends,
+            let (senders, mut receivers) = match mesh.join().await {
+                Ok(ends) => ends,
+                Err(err) => {
+                    let _ = ready.send(Err(StartError::Shard {
+                        shard: id,
+                        reason: format!("could not join the shard mesh: {err}"),
+                    }));
+                    return;
+                }
+            };
+            let ctx = Rc::new(ShardCtx {
+                id,
+                shards,
+                state: RefCell::new(Shard::new(
+                    id as u16,
+                    shards,
+                    Arc::clone(&limits),
+                    Arc::clone(&stats),
+                )),
+                stats,
+                limits: RefCell::new(limits),
+                connections,
+                security,
+                senders,
+                outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
+                assigned_ids: Cell::new(0),
+                boot_id,
+                stopping,
+                stop: Notify::default(),
+            });
+            for (_, receiver) in receivers.streams() {
+                let ctx = Rc::clone(&ctx);
+                glommio::spawn_local(async move {
+                    while let Some(msg) = receiver.recv().await {
+                        ctx.stats.ring_received.inc();
+                        handle_ring(&ctx, msg);
+                        // Not taking more from this ring fills it, which holds
+                        // the publishers on the other shard.
+                        wait_for_congestion(&ctx).await;
+                    }
+                })
+                .detach();
+            }
+            for peer in (0..shards).filter(|&p| p != id) {
+                glommio::spawn_local(flush_peer(Rc::clone(&ctx), peer)).detach();
+            }
+            let mut tasks = Vec::new();
+            for config in listeners {
+                let addr = config.addr;
+                match Listener::bind(addr, 1024) {
+                    Ok(listener) => tasks.push(glommio::spawn_local(accept_loop(
+                        Rc::clone(&ctx),
+                        listener,
+                        Rc::new(config),
+                    ))),
                     Err(err) => {
-                        let _ = ready.send(Err(StartError::Shard {
+                        let _ = ready.send(Err(StartError::Listen {
                             shard: id,
-                            reason: format!("could not join the shard mesh: {err}"),
+                            addr,
+                            reason: err.to_string(),
                         }));
                         return;
                     }
-                };
-                let ctx = Rc::new(ShardCtx {
-                    id,
-                    shards,
-                    state: RefCell::new(Shard::new(
-                        id as u16,
-                        shards,
-                        Arc::clone(&limits),
-                        Arc::clone(&stats),
-                    )),
-                    stats,
-                    limits: RefCell::new(limits),
-                    connections,
-                    security,
-                    senders,
-                    outgoing: (0..shards).map(|_| Outgoing::default()).collect(),
-                    assigned_ids: Cell::new(0),
-                    boot_id,
-                    stopping,
-                    stop: Notify::default(),
-                });
-                for (_, receiver) in receivers.streams() {
-                    let ctx = Rc::clone(&ctx);
-                    glommio::spawn_local(async move {
-                        while let Some(msg) = receiver.recv().await {
-                            ctx.stats.ring_received.inc();
-                            handle_ring(&ctx, msg);
-                            // Not taking more from this ring fills it, which holds
-                            // the publishers on the other shard.
-                            wait_for_congestion(&ctx).await;
-                        }
-                    })
+                }
+            }
+            glommio::spawn_local(timer_loop(Rc::clone(&ctx))).detach();
+            glommio::spawn_local(control_loop(Rc::clone(&ctx), control)).detach();
+            if let (0, Some(interval)) = (id, sys_interval) {
+                glommio::spawn_local(sys_loop(Rc::clone(&ctx), Arc::clone(&all_stats), interval))
                     .detach();
-                }
-                for peer in (0..shards).filter(|&p| p != id) {
-                    glommio::spawn_local(flush_peer(Rc::clone(&ctx), peer)).detach();
-                }
-                let mut tasks = Vec::new();
-                for config in listeners {
-                    let addr = config.addr;
-                    match Listener::bind(addr, 1024) {
-                        Ok(listener) => tasks.push(glommio::spawn_local(accept_loop(
-                            Rc::clone(&ctx),
-                            listener,
-                            Rc::new(config),
-                        ))),
-                        Err(err) => {
-                            let _ = ready.send(Err(StartError::Listen {
-                                shard: id,
-                                addr,
-                                reason: err.to_string(),
-                            }));
-                            return;
-                        }
-                    }
-                }
-                glommio::spawn_local(timer_loop(Rc::clone(&ctx))).detach();
-                glommio::spawn_local(control_loop(Rc::clone(&ctx), control)).detach();
-                if let (0, Some(interval)) = (id, sys_interval) {
-                    glommio::spawn_local(sys_loop(
-                        Rc::clone(&ctx),
-                        Arc::clone(&all_stats),
-                        interval,
-                    ))
-                    .detach();
-                }
-                let _ = ready.send(Ok(()));
-                drop(ready);
-                ctx.stop.notified().await;
-                shut_down(&ctx, tasks, shutdown_timeout).await;
-            });
+            }
+            let _ = ready.send(Ok(()));
+            drop(ready);
+            ctx.stop.notified().await;
+            shut_down(&ctx, tasks, shutdown_timeout).await;
+        });
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(err) => {

@@ -57,12 +57,18 @@ pub fn covers(outer: &str, inner: &str) -> bool {
     let mut outer_levels = outer.split('/');
     let mut inner_levels = inner.split('/');
     let mut first = true;
+    // `/#` cannot end after its empty first level (that topic would be empty), so
+    // its `#` means `+/#` too.
+    let inner_first_empty = first_level(inner).is_empty();
+    let mut level = 0;
     loop {
         match (outer_levels.next(), inner_levels.next()) {
             // Also when `inner` has ended: `a/#` matches `a` itself.
             (Some("#"), _) => return true,
             // A topic has at least one level, so a leading `#` means `+/#`.
-            (Some("+"), Some("#")) if first => return outer_levels.next() == Some("#"),
+            (Some("+"), Some("#")) if first || (level == 1 && inner_first_empty) => {
+                return outer_levels.next() == Some("#")
+            }
             // Equal literals, or `+` over `+`.
             (Some(o), Some(i)) if o == i => {}
             // `+` takes any one level, but not the many (or none) of `#`.
@@ -71,6 +77,7 @@ pub fn covers(outer: &str, inner: &str) -> bool {
             _ => return false,
         }
         first = false;
+        level += 1;
     }
 }
 
@@ -122,6 +129,9 @@ mod tests {
         assert!(intersects("/#", "+/+"));
         assert!(intersects("+/#", "+"));
         assert!(intersects("#", "+"));
+        assert!(covers("/+/#", "/#"));
+        assert!(!covers("/+", "/#"));
+        assert!(covers("/#", "/#"));
     }
 
     #[test]
