@@ -209,6 +209,8 @@ struct Publisher<'a> {
     ids: IdPool,
     /// Sequence number of the next message: also the count sent.
     next_seq: u32,
+    /// Fixed-count runs: how many this publisher sends in all.
+    quota: u64,
     /// Nanoseconds between two scheduled sends; `None` at max rate.
     interval_ns: Option<f64>,
     /// Offset of this publisher's schedule, in intervals (0..1).
@@ -243,6 +245,7 @@ impl<'a> Publisher<'a> {
             payload_bytes: ctx.config.payload_bytes,
             ids: IdPool::new(window),
             next_seq: 0,
+            quota: ctx.config.quota(index).unwrap_or(u64::MAX),
             interval_ns: match ctx.config.rate {
                 Rate::Max => None,
                 Rate::PerPublisher(rate) => Some(1e9 / rate),
@@ -298,10 +301,11 @@ impl<'a> Publisher<'a> {
         let qos = self.template.qos;
         loop {
             let now = now_ns();
-            if now >= self.window.stop_ns || self.next_seq >= SEQ_MAX {
+            let sent_all = u64::from(self.next_seq) >= self.quota;
+            if now >= self.window.stop_ns || self.next_seq >= SEQ_MAX || sent_all {
                 return Ok(());
             }
-            let due = self.due(now);
+            let due = self.due(now).min(self.quota);
             let mut sent = 0u64;
             let blocked = loop {
                 if u64::from(self.next_seq) >= due {

@@ -197,6 +197,9 @@ pub struct Outcome {
     pub window: Window,
     /// When the coordinator declared the run over.
     pub end_ns: u64,
+    /// When the publishers stopped: the window's stop, or earlier when a fixed count
+    /// (`--messages`) was all sent.
+    pub publish_end_ns: u64,
     pub threads: Vec<ThreadStats>,
     pub sent_total: u64,
     pub ready: usize,
@@ -258,12 +261,17 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
             Err(e) => bail!("generator thread {t} failed: {e}"),
         }
     }
-    let (window, end_ns, [broker_before, broker_after, generator_before, generator_after]) =
-        coordinated?;
+    let Coordinated {
+        window,
+        publish_end_ns,
+        end_ns,
+        samples: [broker_before, broker_after, generator_before, generator_after],
+    } = coordinated?;
     let (errors, errors_total) = control.errors();
     Ok(Outcome {
         window,
         end_ns,
+        publish_end_ns,
         threads,
         sent_total: control.sent.load(Ordering::Acquire),
         ready: control.ready.load(Ordering::Acquire),
@@ -277,8 +285,13 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
     })
 }
 
-/// The window, the end, and broker and generator samples before and after.
-type Coordinated = (Window, u64, [Option<ProcSample>; 4]);
+/// The times of a run, and broker and generator samples before and after.
+struct Coordinated {
+    window: Window,
+    publish_end_ns: u64,
+    end_ns: u64,
+    samples: [Option<ProcSample>; 4],
+}
 
 /// Moves the run through its phases from the calling (non-executor) thread.
 fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordinated> {
@@ -309,6 +322,7 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
     let window = Window::new(config, now_ns() + clock::as_ns(START_DELAY));
     control.start_ns.store(window.start_ns, Ordering::Release);
     let deadline = window.drain_end_ns;
+    let mut publish_end_ns = window.stop_ns;
     match config.scenario {
         Scenario::Connect => {
             let done = || {
@@ -322,9 +336,14 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
             wait_until(deadline, done);
         }
         _ => {
-            wait_until(window.stop_ns, || control.abort.load(Ordering::Acquire));
             let publishers_done =
                 || control.publishers_done.load(Ordering::Acquire) >= config.publishers;
+            // A fixed count may be sent before the window ends: stop there.
+            let counted = config.messages.is_some();
+            wait_until(window.stop_ns, || {
+                control.abort.load(Ordering::Acquire) || (counted && publishers_done())
+            });
+            publish_end_ns = now_ns().min(window.stop_ns);
             wait_until(deadline, publishers_done);
             drain(control, plan.copies_per_message, deadline);
         }
@@ -332,16 +351,17 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
     let end_ns = now_ns();
     let broker_after = config.broker_pid.map(procstat::sample).transpose()?;
     let generator_after = procstat::sample(std::process::id()).ok();
-    Ok((
+    Ok(Coordinated {
         window,
+        publish_end_ns,
         end_ns,
-        [
+        samples: [
             broker_before,
             broker_after,
             generator_before,
             generator_after,
         ],
-    ))
+    })
 }
 
 /// Waits until every copy of every sent message arrived, nothing arrived for
