@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::results::{self, Matrix, Runs};
 
@@ -165,11 +166,16 @@ fn draw_panel(panel: &Panel, area: &DrawingArea<SVGBackend, plotters::coord::Shi
         .margin(12)
         .x_label_area_size(28)
         .y_label_area_size(62)
-        .build_cartesian_2d((0..names.len()).into_segmented(), 0.0..top)
+        // An integer range's segments include its end: n bars need 0..n-1.
+        .build_cartesian_2d(
+            (0..names.len().saturating_sub(1)).into_segmented(),
+            0.0..top,
+        )
         .map_err(draw_error)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
         .y_desc(panel.unit)
         .y_label_formatter(&|v| short(*v))
         .x_label_formatter(&|v| match v {
@@ -201,8 +207,9 @@ fn draw_panel(panel: &Panel, area: &DrawingArea<SVGBackend, plotters::coord::Shi
         chart
             .draw_series(std::iter::once(Text::new(
                 short(*median),
-                (SegmentValue::CenterOf(i), hi.max(*median) + top * 0.03),
-                ("sans-serif", 13).into_font(),
+                (SegmentValue::CenterOf(i), hi.max(*median) + top * 0.02),
+                TextStyle::from(("sans-serif", 13).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
             )))
             .map_err(draw_error)?;
     }
@@ -252,6 +259,7 @@ fn latency(case: &str, runs: &[&Runs], path: &Path) -> Result<()> {
         .map_err(draw_error)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .x_labels(NINES_MAX as usize + 1)
         .x_label_formatter(&|x| nines_label(*x))
         .x_desc("percentile")
