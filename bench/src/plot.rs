@@ -324,6 +324,92 @@ mod tests {
         assert_eq!(nines_label(4.0), "99.99%");
     }
 
+    /// A results folder of its own under the system's temp directory, removed at the end.
+    struct Folder(std::path::PathBuf);
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn report(label: &str, mode: &str, received: f64, p50: f64) -> String {
+        serde_json::json!({
+            "config": {"scenario": "pairs", "label": label, "qos": 1, "rate": {"mode": mode}},
+            "results": {"received_per_s": received, "lost": 0,
+                "latency_us": {"p50": p50, "p95": p50 * 2.0, "p99": p50 * 3.0, "p999": p50 * 4.0},
+                "latency_curve_us": [[0.0, p50 / 2.0], [50.0, p50], [99.0, p50 * 3.0], [100.0, p50 * 9.0]]}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_results_folder_gets_its_plots_and_summary() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = Folder(
+            std::env::temp_dir().join(format!("ringmq-bench-plot-{}-{nanos}", std::process::id())),
+        );
+        let raw = dir.0.join("raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let files = [
+            (
+                "ringmq-pairs-max-1",
+                report("ringmq/pairs-max", "max", 900_000.0, 1000.0),
+            ),
+            (
+                "ringmq-pairs-max-2",
+                report("ringmq/pairs-max", "max", 800_000.0, 1000.0),
+            ),
+            (
+                "rumqttd-pairs-max-1",
+                report("rumqttd/pairs-max", "max", 300_000.0, 900.0),
+            ),
+            (
+                "ringmq-pairs-qos1-10k-1",
+                report("ringmq/pairs-qos1-10k", "per-publisher", 10_000.0, 80.0),
+            ),
+            (
+                "mosquitto-pairs-qos1-10k-1",
+                report("mosquitto/pairs-qos1-10k", "per-publisher", 10_000.0, 95.0),
+            ),
+        ];
+        for (name, text) in files {
+            std::fs::write(raw.join(format!("{name}.json")), text).unwrap();
+        }
+        // A run that died before printing leaves an empty report: skipped.
+        std::fs::write(raw.join("rumqttd-pairs-qos1-10k-1.json"), "").unwrap();
+        std::fs::write(dir.0.join("order.txt"), "pairs-qos1-10k\npairs-max\n").unwrap();
+
+        let written = plot(&dir.0).unwrap();
+        assert_eq!(
+            written,
+            vec!["plots/throughput.svg", "plots/latency-pairs-qos1-10k.svg"]
+        );
+        let bars = std::fs::read_to_string(dir.0.join("plots/throughput.svg")).unwrap();
+        assert!(bars.starts_with("<svg"));
+        assert!(bars.contains("pairs-max") && bars.contains("rumqttd"));
+        assert!(
+            bars.contains("850k"),
+            "the median of 900k and 800k is written over the bar"
+        );
+        let curves = std::fs::read_to_string(dir.0.join(written[1].as_str())).unwrap();
+        assert!(curves.contains("mosquitto") && curves.contains("ringmq"));
+        assert!(curves.contains("99%"));
+
+        let summary = crate::compare::compare(&dir.0).unwrap();
+        // order.txt puts the fixed-rate case first.
+        let first = summary.find("| pairs-qos1-10k |").unwrap();
+        assert!(first < summary.find("| pairs-max |").unwrap());
+        assert!(
+            summary.contains("| pairs-max | rumqttd | 1 | 300000 |"),
+            "{summary}"
+        );
+        assert!(summary.contains("[plots/throughput.svg](plots/throughput.svg)"));
+    }
+
     #[test]
     fn short_numbers() {
         assert_eq!(short(1_234_567.0), "1.23M");
