@@ -265,11 +265,13 @@ impl<'a> Publisher<'a> {
         self.window.start_ns + ((f64::from(seq) + self.phase) * interval_ns) as u64
     }
 
-    /// Messages due by `now` (all of them at max rate).
+    /// Messages due by `now` (all of them at max rate once the run has started: a
+    /// max-rate publisher that began before the common start would put a fixed
+    /// count's messages outside the measured window).
     fn due(&self, now: u64) -> u64 {
         match self.interval_ns {
+            _ if now < self.window.start_ns => 0,
             None => u64::MAX,
-            Some(_) if now < self.window.start_ns => 0,
             Some(interval) => {
                 let elapsed = (now - self.window.start_ns) as f64 / interval;
                 if elapsed < self.phase {
@@ -334,6 +336,7 @@ impl<'a> Publisher<'a> {
             };
             self.ctx.control.sent.fetch_add(sent, Ordering::AcqRel);
             let wake_at = match (blocked, self.interval_ns) {
+                _ if now < self.window.start_ns => self.window.start_ns,
                 (Blocked::Schedule, Some(interval)) => self
                     .scheduled_ns(self.next_seq, interval)
                     .min(self.window.stop_ns),
