@@ -30,16 +30,30 @@ MOSQUITTO=""
 RUMQTTD=""
 MQTT_VERSION=${MQTT_VERSION:-5}
 
-# Installs the peers when missing: Mosquitto from Debian, rumqttd with cargo.
+# Installs the peers named in "$@" when missing: Mosquitto from Debian, rumqttd
+# with cargo (ringmq is built by the caller).
 ensure_peers() {
+    local b
+    for b in "$@"; do
+        case "$b" in
+            mosquitto) ensure_mosquitto ;;
+            rumqttd) ensure_rumqttd ;;
+        esac
+    done
+}
+
+ensure_mosquitto() {
     MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
     if [ ! -x "$MOSQUITTO" ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
     fi
     [ -x "$MOSQUITTO" ] || die "mosquitto is not installed and could not be"
+}
+
+ensure_rumqttd() {
     RUMQTTD=$(command -v rumqttd || echo "${CARGO_HOME:-$HOME/.cargo}/bin/rumqttd")
     if ! "$RUMQTTD" --version 2>/dev/null | grep -q "$RUMQTTD_VERSION"; then
-        echo "perf: installing rumqttd $RUMQTTD_VERSION (cargo install; a few minutes)" >&2
+        echo "perf: installing rumqttd $RUMQTTD_VERSION (cargo install; 10-30 minutes on 2 busy cores)" >&2
         # Its lock file does not build on every toolchain: fall back to resolving.
         cargo install rumqttd --version "$RUMQTTD_VERSION" --locked \
             || cargo install rumqttd --version "$RUMQTTD_VERSION" \
@@ -101,6 +115,9 @@ start_broker() {
         mosquitto)
             BROKER_CONF=$(mktemp --suffix=.conf)
             printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$BROKER_CONF"
+            # Run as root, Mosquitto drops to its own user; callgrind then cannot
+            # write its counts at exit, so under a tool it stays root.
+            [ "${#BROKER_WRAP[@]}" -gt 0 ] && echo "user root" >>"$BROKER_CONF"
             chmod 644 "$BROKER_CONF"
             launch "$MOSQUITTO" -c "$BROKER_CONF"
             ;;

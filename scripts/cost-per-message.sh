@@ -76,9 +76,7 @@ cd "$ROOT"
 . "$ROOT/scripts/brokers.sh"
 cargo build --release -p ringmq -p ringmq-bench
 BENCH="$ROOT/target/release/ringmq-bench"
-for b in "${BROKERS[@]}"; do
-    [ "$b" = ringmq ] || { ensure_peers; break; }
-done
+ensure_peers "${BROKERS[@]}"
 need() {
     command -v "$1" >/dev/null && return 0
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"

@@ -86,7 +86,7 @@ cd "$ROOT"
 # shellcheck source=scripts/brokers.sh
 . "$ROOT/scripts/brokers.sh"
 cargo build --release -p ringmq -p ringmq-bench
-[ "${#BROKERS[@]}" -gt 1 ] && ensure_peers
+ensure_peers "${BROKERS[@]}"
 BENCH="$ROOT/target/release/ringmq-bench"
 
 HOST=$(hostname -s 2>/dev/null || hostname)

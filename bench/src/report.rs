@@ -151,12 +151,11 @@ pub struct BrokerResults {
 
 impl Report {
     pub fn new(config: &Config, plan: &Plan, outcome: &Outcome) -> Report {
-        // A fixed count ends when it is sent: rates are over that span.
+        // A fixed count ends when it is delivered (or the drain gives up): rates are
+        // over that span.
         let measured_s = match config.messages {
             Some(_) => {
-                let span_ns = outcome
-                    .publish_end_ns
-                    .saturating_sub(outcome.window.measure_ns);
+                let span_ns = outcome.end_ns.saturating_sub(outcome.window.measure_ns);
                 (span_ns as f64 / 1e9).clamp(1e-3, config.duration_s)
             }
             None => config.duration_s,
@@ -352,7 +351,7 @@ impl Report {
                     Some(n) => {
                         let _ = writeln!(
                             out,
-                            "  fixed count  {n} messages, sent in {:.2} s after {} s warm-up",
+                            "  fixed count  {n} messages, over in {:.2} s after {} s warm-up",
                             r.measured_s, c.warmup_s
                         );
                     }
@@ -523,7 +522,6 @@ mod tests {
         Outcome {
             window: Window::default(),
             end_ns: 0,
-            publish_end_ns: 0,
             threads,
             sent_total: 0,
             ready: 0,

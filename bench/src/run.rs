@@ -197,9 +197,6 @@ pub struct Outcome {
     pub window: Window,
     /// When the coordinator declared the run over.
     pub end_ns: u64,
-    /// When the publishers stopped: the window's stop, or earlier when a fixed count
-    /// (`--messages`) was all sent.
-    pub publish_end_ns: u64,
     pub threads: Vec<ThreadStats>,
     pub sent_total: u64,
     pub ready: usize,
@@ -263,7 +260,6 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
     }
     let Coordinated {
         window,
-        publish_end_ns,
         end_ns,
         samples: [broker_before, broker_after, generator_before, generator_after],
     } = coordinated?;
@@ -271,7 +267,6 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
     Ok(Outcome {
         window,
         end_ns,
-        publish_end_ns,
         threads,
         sent_total: control.sent.load(Ordering::Acquire),
         ready: control.ready.load(Ordering::Acquire),
@@ -288,7 +283,6 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
 /// The times of a run, and broker and generator samples before and after.
 struct Coordinated {
     window: Window,
-    publish_end_ns: u64,
     end_ns: u64,
     samples: [Option<ProcSample>; 4],
 }
@@ -322,7 +316,6 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
     let window = Window::new(config, now_ns() + clock::as_ns(START_DELAY));
     control.start_ns.store(window.start_ns, Ordering::Release);
     let deadline = window.drain_end_ns;
-    let mut publish_end_ns = window.stop_ns;
     match config.scenario {
         Scenario::Connect => {
             let done = || {
@@ -343,7 +336,6 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
             wait_until(window.stop_ns, || {
                 control.abort.load(Ordering::Acquire) || (counted && publishers_done())
             });
-            publish_end_ns = now_ns().min(window.stop_ns);
             wait_until(deadline, publishers_done);
             drain(control, plan.copies_per_message, deadline);
         }
@@ -353,7 +345,6 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
     let generator_after = procstat::sample(std::process::id()).ok();
     Ok(Coordinated {
         window,
-        publish_end_ns,
         end_ns,
         samples: [
             broker_before,
