@@ -119,7 +119,7 @@ measure() {
     local rc=0 t0
     t0=$(date +%s)
     timeout "$BENCH_LIMIT_S" "$BENCH" pairs --pairs "$PAIRS" --qos 0 --mqtt "$MQTT_VERSION" \
-        --messages "$count" --warmup 0 --duration "$SEND_LIMIT_S" --drain 60 \
+        --messages "$count" --warmup 0 --duration "$SEND_LIMIT_S" --drain 60 --keep-alive 65535 \
         --cpus "$BENCH_CPU" --host "$BROKER_ADDR" --label "$broker/cost-$tool" --json \
         >"$report" 2>"$log" || rc=$?
     stop_broker

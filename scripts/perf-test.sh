@@ -64,6 +64,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$MQTT_VERSION" in 3|5) ;; *) die "--mqtt $MQTT_VERSION: use 3 or 5" ;; esac
+# rumqttd refuses keep alive 0 and the generator sends no PINGREQ: the same long
+# keep alive for every broker.
+KEEP_ALIVE_S=65535
 
 # The matrix: label | ringmq-bench arguments. 100 clients on the publishing side,
 # 64-byte payloads (the default), as issue #4 states its targets. The labels are
@@ -158,7 +161,8 @@ for case in "${CASES[@]}"; do
             rc=0
             # shellcheck disable=SC2086 # $args is a list of words on purpose
             timeout $((DURATION + WARMUP + 120)) "$BENCH" $args --label "$broker/$label" \
-                --mqtt "$MQTT_VERSION" --duration "$DURATION" --warmup "$WARMUP" --cpus "$BENCH_CPU" \
+                --mqtt "$MQTT_VERSION" --keep-alive "$KEEP_ALIVE_S" \
+                --duration "$DURATION" --warmup "$WARMUP" --cpus "$BENCH_CPU" \
                 --host "$BROKER_ADDR" --broker-pid "$BROKER_PID" --json >"$file.json" 2>"$file.txt" || rc=$?
             [ "$rc" -eq 0 ] || FAILED+=("$broker/$label run $n (exit $rc)")
             cat "$file.txt"

@@ -142,6 +142,11 @@ pub struct Flags {
     /// lowers it.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub inflight: u16,
+    /// Keep alive asked for in CONNECT, seconds; 0 turns it off. No PINGREQ is sent,
+    /// so it must outlast warm-up + duration + drain. For brokers that refuse 0
+    /// (rumqttd).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub keep_alive: u16,
     /// Clean sessions (the default).
     #[arg(long, conflicts_with = "persistent")]
     pub clean: bool,
@@ -253,6 +258,7 @@ pub struct Config {
     pub connect_rate: Option<f64>,
     pub connect_concurrency: usize,
     pub inflight: u16,
+    pub keep_alive_s: u16,
     pub session: SessionKind,
     pub hosts: Vec<SocketAddr>,
     pub source_addrs: Vec<IpAddr>,
@@ -378,6 +384,13 @@ impl ScenarioFlags {
         if f.inflight == 0 {
             bail!("--inflight must be at least 1");
         }
+        let run_s = warmup_s + duration_s + drain_s;
+        if f.keep_alive > 0 && f64::from(f.keep_alive) <= run_s {
+            bail!(
+                "--keep-alive {}: the generator sends no PINGREQ, so it must be 0 or longer than warm-up + duration + drain ({run_s} s)",
+                f.keep_alive
+            );
+        }
         let hosts = f
             .hosts
             .iter()
@@ -418,6 +431,7 @@ impl ScenarioFlags {
             connect_rate,
             connect_concurrency: f.connect_concurrency,
             inflight: f.inflight,
+            keep_alive_s: f.keep_alive,
             session: if f.persistent {
                 SessionKind::Persistent
             } else {
@@ -701,6 +715,18 @@ mod tests {
         assert!(error("pairs --messages 0").contains("--messages 0"));
         assert!(error("connect --messages 5").contains("--messages applies"));
         assert!(error("pairs --pairs 1 --messages 2000000000").contains("--messages 2000000000"));
+    }
+
+    #[test]
+    fn keep_alive_must_outlast_the_run() {
+        assert_eq!(config("pairs").unwrap().keep_alive_s, 0);
+        assert_eq!(
+            config("pairs --keep-alive 3600").unwrap().keep_alive_s,
+            3600
+        );
+        // 2 + 10 + 10 s by default.
+        assert!(error("pairs --keep-alive 22").contains("--keep-alive 22"));
+        assert!(config("pairs --keep-alive 23").is_ok());
     }
 
     #[test]

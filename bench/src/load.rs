@@ -124,6 +124,7 @@ pub async fn connect(
         client_id,
         version: ctx.config.mqtt,
         persistent: ctx.config.session == SessionKind::Persistent,
+        keep_alive_s: ctx.config.keep_alive_s,
     };
     Link::connect(endpoint, hello, HANDSHAKE_TIMEOUT).await
 }
