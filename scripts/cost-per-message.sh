@@ -22,7 +22,8 @@
 #
 # Writes DIR/cost/<broker>-<tool>-<count>.json (the counts, read by `ringmq-bench
 # compare`), and in DIR/cost/raw/ the bench's JSON report and a .txt with its
-# summary and the tool's raw output.
+# summary and the tool's raw output, and <broker>-callgrind-profile.txt: the
+# functions that executed the most instructions in the larger callgrind run.
 #
 # Usage: scripts/cost-per-message.sh [--peers] [--brokers LIST] [--out DIR]
 #            [--counts N1,N2] [--perf-counts N1,N2] [--pairs N] [--mqtt 3|5] [--quick]
@@ -140,6 +141,10 @@ measure() {
             ir=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$raw" 2>/dev/null | head -1)
             [ -n "$ir" ] || die "$name: no callgrind totals in $raw"
             fields="\"instructions\":$ir"
+            # Where the instructions go (exclusive, by function), kept beside the counts:
+            # the larger run's profile is the one the difference is mostly made of.
+            callgrind_annotate --inclusive=no "$raw" 2>/dev/null | head -60 \
+                >"$OUT/cost/raw/$broker-callgrind-profile.txt" || true
             ;;
         perf)
             local sys enter sqes

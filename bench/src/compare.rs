@@ -524,7 +524,8 @@ fn cost_table(out: &mut String, costs: &[Cost], brokers: &[String]) {
          (user space, exact). System calls: `perf stat` on the tracepoints \
          `raw_syscalls:sys_enter` (every system call), `syscalls:sys_enter_io_uring_enter` \
          and `io_uring:io_uring_submit_req` (one per submitted SQE), over the broker's \
-         whole life. Raw counts: cost/.\n"
+         whole life. Raw counts: cost/; where the instructions go: \
+         cost/raw/<broker>-callgrind-profile.txt.\n"
     );
     let _ = writeln!(
         out,
@@ -545,8 +546,10 @@ fn cost_table(out: &mut String, costs: &[Cost], brokers: &[String]) {
         }
         let enter = per_message(costs, b, "perf", |c| c.io_uring_enter);
         let sqes = per_message(costs, b, "perf", |c| c.sqes);
-        let per =
-            |p: Option<results::PerMessage>| p.map_or("-".into(), |p| format!("{:.3}", p.value));
+        // A count that does not grow with messages can come out a hair below zero.
+        let per = |p: Option<results::PerMessage>| {
+            p.map_or("-".into(), |p| format!("{:.3}", p.value.max(0.0)))
+        };
         let _ = writeln!(
             out,
             "| {b} | {} | {} | {} | {} | {}; {} |",
