@@ -253,6 +253,7 @@ fn latency(case: &str, runs: &[&Runs], path: &Path) -> Result<()> {
             ("sans-serif", 18),
         )
         .margin(16)
+        .margin_right(40)
         .x_label_area_size(34)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..NINES_MAX, ((lo * 0.8)..(hi * 1.25)).log_scale())
