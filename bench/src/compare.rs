@@ -375,8 +375,16 @@ fn rate(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{} msgs/s", number(v)))
 }
 
+/// A per-message figure: below 10 (system calls) with three decimals, so 0.012 and
+/// 0.09 stay apart.
 fn per_text(v: Option<f64>) -> String {
-    v.map_or("-".into(), number)
+    v.map_or("-".into(), |v| {
+        if v.abs() < 10.0 {
+            format!("{:.3}", v.max(0.0))
+        } else {
+            number(v)
+        }
+    })
 }
 
 fn fraction_text(f: f64) -> String {
