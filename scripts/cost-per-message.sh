@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
         --quick) COUNTS="10000,30000"; PERF_COUNTS="100000,300000"; shift ;;
         --broker-cpu) BROKER_CPU=$2; shift 2 ;;
         --bench-cpu) BENCH_CPU=$2; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done

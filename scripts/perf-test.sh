@@ -12,6 +12,7 @@
 #   perf-results/<date>-<host>/cost/*.json                    with --cost: cost-per-message counts
 #   perf-results/<date>-<host>/summary.md                     scenario x broker, targets, cost, plots
 #   perf-results/<date>-<host>/machine.md                     CPU, cores, kernel, load
+#   perf-results/<date>-<host>/order.txt                      the cases in the order they ran
 #
 # Usage: scripts/perf-test.sh [--peers] [--cost] [--quick] [--duration SECS] [--warmup SECS]
 #            [--repeat N] [--mqtt 3|5] [--half-rate MSGS_PER_S] [--cases LIST]
@@ -59,7 +60,7 @@ while [ $# -gt 0 ]; do
         --mqtt) MQTT_VERSION=$2; shift 2 ;;
         --half-rate) HALF_RATE=$2; shift 2 ;;
         --cases) ONLY=",$2,"; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown option $1 (try --help)" ;;
     esac
 done
