@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use ringmq_core::packet::{ProtocolVersion, QoS};
 use serde::Serialize;
 
-use crate::stamp::STAMP_BYTES;
+use crate::stamp::{SEQ_MAX, STAMP_BYTES};
 
 /// Largest payload: well under the broker's default maximum packet size (1 MiB).
 pub const PAYLOAD_BYTES_MAX: usize = 512 * 1024;
@@ -32,6 +32,10 @@ pub const RATE_PER_PUBLISHER_MAX: f64 = 10_000_000.0;
 pub const SPIN_US_MAX: u64 = 10_000;
 /// Retained topics of the `retained` scenario.
 pub const TOPICS_MAX: usize = 1_000_000;
+/// Messages of one fixed-count run (`--messages`), over all publishers.
+pub const MESSAGES_MAX: u64 = 1_000_000_000;
+// Even a single publisher's share must fit its sequence numbers.
+const _: () = assert!(MESSAGES_MAX <= SEQ_MAX as u64);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +69,20 @@ pub enum ScenarioFlags {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
     },
+    /// Not a load: the comparison of a results folder of `scripts/perf-test.sh`
+    /// (scenario x broker, the targets of issue #4, cost per message) as markdown.
+    Compare {
+        /// The folder (with raw/*.json and, if measured, cost/*.json).
+        #[arg(long, value_name = "DIR")]
+        results: std::path::PathBuf,
+    },
+    /// Not a load: SVG plots of a results folder into DIR/plots/ (throughput bars per
+    /// case and broker, latency percentile curves per broker).
+    Plot {
+        /// The folder (with raw/*.json).
+        #[arg(long, value_name = "DIR")]
+        results: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -90,6 +108,11 @@ pub struct Flags {
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub warmup: f64,
+    /// Fixed count: publishers send N messages in all (split evenly), then stop;
+    /// `--duration` becomes the longest the sending may take. For cost per message
+    /// (instructions, system calls) by the difference of two counts.
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
     /// Most seconds to wait, after the publishers stop, for messages in flight.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain: f64,
@@ -119,6 +142,11 @@ pub struct Flags {
     /// lowers it.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub inflight: u16,
+    /// Keep alive asked for in CONNECT, seconds; 0 turns it off. No PINGREQ is sent,
+    /// so it must outlast warm-up + duration + drain. For brokers that refuse 0
+    /// (rumqttd).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub keep_alive: u16,
     /// Clean sessions (the default).
     #[arg(long, conflicts_with = "persistent")]
     pub clean: bool,
@@ -220,6 +248,8 @@ pub struct Config {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub drain_s: f64,
+    /// `--messages`: a fixed count over all publishers instead of a measured window.
+    pub messages: Option<u64>,
     pub publishers: usize,
     pub subscribers: usize,
     /// `connect`: connections to open; `retained`: topics.
@@ -228,6 +258,7 @@ pub struct Config {
     pub connect_rate: Option<f64>,
     pub connect_concurrency: usize,
     pub inflight: u16,
+    pub keep_alive_s: u16,
     pub session: SessionKind,
     pub hosts: Vec<SocketAddr>,
     pub source_addrs: Vec<IpAddr>,
@@ -265,6 +296,15 @@ impl Config {
         Duration::from_secs_f64(self.drain_s)
     }
 
+    /// Messages publisher `index` sends in a fixed-count run: an even share of
+    /// `--messages`, the first publishers taking one more of the remainder.
+    pub fn quota(&self, index: u32) -> Option<u64> {
+        let total = self.messages?;
+        let publishers = self.publishers.max(1) as u64;
+        let extra = u64::from(u64::from(index) < total % publishers);
+        Some(total / publishers + extra)
+    }
+
     /// Connections the run opens.
     pub fn connection_count(&self) -> usize {
         match self.scenario {
@@ -284,7 +324,9 @@ impl ScenarioFlags {
             ScenarioFlags::Shared(f) => (Scenario::Shared, f),
             ScenarioFlags::Connect(f) => (Scenario::Connect, f),
             ScenarioFlags::Retained(f) => (Scenario::Retained, f),
-            ScenarioFlags::Summarize { .. } => bail!("summarize is not a load scenario"),
+            ScenarioFlags::Summarize { .. }
+            | ScenarioFlags::Compare { .. }
+            | ScenarioFlags::Plot { .. } => bail!("not a load scenario"),
         })
     }
 
@@ -321,6 +363,14 @@ impl ScenarioFlags {
                 bail!("a rate of {r} msgs/s per publisher is over {RATE_PER_PUBLISHER_MAX}: leave the rate out for max rate");
             }
         }
+        if let Some(n) = f.messages {
+            if matches!(scenario, Scenario::Connect | Scenario::Retained) {
+                bail!("--messages applies to the pairs, fan-in, fan-out and shared scenarios");
+            }
+            if n == 0 || n > MESSAGES_MAX {
+                bail!("--messages {n}: must be 1..={MESSAGES_MAX}");
+            }
+        }
         if f.connect_rate.is_some() && scenario != Scenario::Connect {
             bail!("--connect-rate applies to the connect scenario only");
         }
@@ -333,6 +383,13 @@ impl ScenarioFlags {
         }
         if f.inflight == 0 {
             bail!("--inflight must be at least 1");
+        }
+        let run_s = warmup_s + duration_s + drain_s;
+        if f.keep_alive > 0 && f64::from(f.keep_alive) <= run_s {
+            bail!(
+                "--keep-alive {}: the generator sends no PINGREQ, so it must be 0 or longer than warm-up + duration + drain ({run_s} s)",
+                f.keep_alive
+            );
         }
         let hosts = f
             .hosts
@@ -366,6 +423,7 @@ impl ScenarioFlags {
             duration_s,
             warmup_s,
             drain_s,
+            messages: f.messages,
             publishers,
             subscribers,
             connections,
@@ -373,6 +431,7 @@ impl ScenarioFlags {
             connect_rate,
             connect_concurrency: f.connect_concurrency,
             inflight: f.inflight,
+            keep_alive_s: f.keep_alive,
             session: if f.persistent {
                 SessionKind::Persistent
             } else {
@@ -643,6 +702,31 @@ mod tests {
         assert!(error("pairs --pairs 20000").contains("--source-addrs"));
         assert!(config("pairs --pairs 20000 --source-addrs 127.0.0.2,127.0.0.3").is_ok());
         assert!(config("pairs --pairs 20000 --host 127.0.0.1:1 --host 127.0.0.1:2").is_ok());
+    }
+
+    #[test]
+    fn fixed_counts_are_shared_out_and_bounded() {
+        let c = config("fan-in --publishers 3 --messages 10").unwrap();
+        assert_eq!(
+            (c.quota(0), c.quota(1), c.quota(2)),
+            (Some(4), Some(3), Some(3))
+        );
+        assert_eq!(config("pairs").unwrap().quota(0), None);
+        assert!(error("pairs --messages 0").contains("--messages 0"));
+        assert!(error("connect --messages 5").contains("--messages applies"));
+        assert!(error("pairs --pairs 1 --messages 2000000000").contains("--messages 2000000000"));
+    }
+
+    #[test]
+    fn keep_alive_must_outlast_the_run() {
+        assert_eq!(config("pairs").unwrap().keep_alive_s, 0);
+        assert_eq!(
+            config("pairs --keep-alive 3600").unwrap().keep_alive_s,
+            3600
+        );
+        // 2 + 10 + 10 s by default.
+        assert!(error("pairs --keep-alive 22").contains("--keep-alive 22"));
+        assert!(config("pairs --keep-alive 23").is_ok());
     }
 
     #[test]

@@ -16,17 +16,25 @@
 //! - [`procstat`]: the broker's CPU time and peak RSS from `/proc`.
 //! - [`report`]: merging, the human summary, JSON and the exit code.
 //! - [`summary`]: `summarize`, a markdown table of many JSON reports.
+//! - [`results`]: a results folder of `scripts/perf-test.sh` read back (runs by case
+//!   and broker, medians, cost-per-message measurements and their differences).
+//! - [`compare`]: `compare`, that folder's scenario x broker tables and the targets
+//!   of issue #4, met or not.
+//! - [`plot`]: `plot`, its SVG plots (throughput bars, latency percentile curves).
 //!
 //! MQTT framing is ringmq's own codec (`ringmq_core::codec`). See `bench/README.md`
 //! for usage.
 
 pub mod clock;
+pub mod compare;
 pub mod flags;
 pub mod link;
 pub mod load;
 pub mod plan;
+pub mod plot;
 pub mod procstat;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod stamp;
 pub mod storm;

@@ -104,6 +104,8 @@ pub struct Hello<'a> {
     pub client_id: &'a str,
     pub version: ProtocolVersion,
     pub persistent: bool,
+    /// 0: off. The generator sends no PINGREQ, so it must outlast the run.
+    pub keep_alive_s: u16,
 }
 
 /// A connected MQTT client.
@@ -163,7 +165,7 @@ impl Link {
         let connect = Connect {
             protocol: hello.version,
             clean_start: !hello.persistent,
-            keep_alive_s: 0,
+            keep_alive_s: hello.keep_alive_s,
             client_id: hello.client_id.into(),
             will: None,
             username: None,

@@ -124,6 +124,7 @@ pub async fn connect(
         client_id,
         version: ctx.config.mqtt,
         persistent: ctx.config.session == SessionKind::Persistent,
+        keep_alive_s: ctx.config.keep_alive_s,
     };
     Link::connect(endpoint, hello, HANDSHAKE_TIMEOUT).await
 }
@@ -209,6 +210,8 @@ struct Publisher<'a> {
     ids: IdPool,
     /// Sequence number of the next message: also the count sent.
     next_seq: u32,
+    /// Fixed-count runs: how many this publisher sends in all.
+    quota: u64,
     /// Nanoseconds between two scheduled sends; `None` at max rate.
     interval_ns: Option<f64>,
     /// Offset of this publisher's schedule, in intervals (0..1).
@@ -243,6 +246,7 @@ impl<'a> Publisher<'a> {
             payload_bytes: ctx.config.payload_bytes,
             ids: IdPool::new(window),
             next_seq: 0,
+            quota: ctx.config.quota(index).unwrap_or(u64::MAX),
             interval_ns: match ctx.config.rate {
                 Rate::Max => None,
                 Rate::PerPublisher(rate) => Some(1e9 / rate),
@@ -262,11 +266,13 @@ impl<'a> Publisher<'a> {
         self.window.start_ns + ((f64::from(seq) + self.phase) * interval_ns) as u64
     }
 
-    /// Messages due by `now` (all of them at max rate).
+    /// Messages due by `now` (all of them at max rate once the run has started: a
+    /// max-rate publisher that began before the common start would put a fixed
+    /// count's messages outside the measured window).
     fn due(&self, now: u64) -> u64 {
         match self.interval_ns {
+            _ if now < self.window.start_ns => 0,
             None => u64::MAX,
-            Some(_) if now < self.window.start_ns => 0,
             Some(interval) => {
                 let elapsed = (now - self.window.start_ns) as f64 / interval;
                 if elapsed < self.phase {
@@ -298,10 +304,11 @@ impl<'a> Publisher<'a> {
         let qos = self.template.qos;
         loop {
             let now = now_ns();
-            if now >= self.window.stop_ns || self.next_seq >= SEQ_MAX {
+            let sent_all = u64::from(self.next_seq) >= self.quota;
+            if now >= self.window.stop_ns || self.next_seq >= SEQ_MAX || sent_all {
                 return Ok(());
             }
-            let due = self.due(now);
+            let due = self.due(now).min(self.quota);
             let mut sent = 0u64;
             let blocked = loop {
                 if u64::from(self.next_seq) >= due {
@@ -330,6 +337,7 @@ impl<'a> Publisher<'a> {
             };
             self.ctx.control.sent.fetch_add(sent, Ordering::AcqRel);
             let wake_at = match (blocked, self.interval_ns) {
+                _ if now < self.window.start_ns => self.window.start_ns,
                 (Blocked::Schedule, Some(interval)) => self
                     .scheduled_ns(self.next_seq, interval)
                     .min(self.window.stop_ns),

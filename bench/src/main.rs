@@ -7,7 +7,7 @@ use clap::Parser;
 use ringmq_bench::flags::{Cli, ScenarioFlags};
 use ringmq_bench::plan::{self, Plan};
 use ringmq_bench::report::{Report, EXIT_ERRORS};
-use ringmq_bench::{run, summary};
+use ringmq_bench::{compare, plot, run, summary};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,9 +21,22 @@ fn main() -> ExitCode {
 }
 
 fn bench(cli: Cli) -> Result<u8> {
-    if let ScenarioFlags::Summarize { files } = &cli.scenario {
-        print!("{}", summary::summarize(files)?);
-        return Ok(0);
+    match &cli.scenario {
+        ScenarioFlags::Summarize { files } => {
+            print!("{}", summary::summarize(files)?);
+            return Ok(0);
+        }
+        ScenarioFlags::Compare { results } => {
+            print!("{}", compare::compare(results)?);
+            return Ok(0);
+        }
+        ScenarioFlags::Plot { results } => {
+            for file in plot::plot(results)? {
+                println!("{}", results.join(file).display());
+            }
+            return Ok(0);
+        }
+        _ => {}
     }
     let config = cli.scenario.validate()?;
     let run_id = plan::new_run_id();

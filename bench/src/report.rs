@@ -43,6 +43,9 @@ pub struct Results {
     pub received_per_s: f64,
     /// End to end, of messages due in the window, from their scheduled send time.
     pub latency_us: Option<Percentiles>,
+    /// The same histogram as a curve: `[percentile, microseconds]` at
+    /// [`CURVE_PERCENTILES`], for latency plots.
+    pub latency_curve_us: Option<Vec<[f64; 2]>>,
     /// Open loop: how late messages left the generator after their scheduled time
     /// (generator lag plus broker backpressure); part of `latency_us`.
     pub send_lag_us: Option<Percentiles>,
@@ -64,6 +67,26 @@ pub struct Results {
     pub generator_cpu_share: Option<f64>,
     pub errors: Vec<String>,
     pub errors_total: usize,
+}
+
+/// Where `latency_curve_us` samples the histogram: evenly spaced in "nines"
+/// (log10 of 1/(1-q)), the usual x axis of latency percentile plots.
+pub const CURVE_PERCENTILES: &[f64] = &[
+    0.0, 10.0, 25.0, 50.0, 68.0, 75.0, 82.2, 90.0, 93.0, 95.0, 96.8, 98.0, 99.0, 99.3, 99.5, 99.68,
+    99.8, 99.9, 99.93, 99.95, 99.968, 99.98, 99.99, 99.995, 99.999, 100.0,
+];
+
+/// The histogram (of nanoseconds) at [`CURVE_PERCENTILES`], in units of `unit_ns`.
+fn curve(h: &Histogram<u64>, unit_ns: f64) -> Option<Vec<[f64; 2]>> {
+    if h.is_empty() {
+        return None;
+    }
+    Some(
+        CURVE_PERCENTILES
+            .iter()
+            .map(|&p| [p, h.value_at_percentile(p) as f64 / unit_ns])
+            .collect(),
+    )
 }
 
 /// Percentiles of a histogram, in the unit its field name says.
@@ -128,7 +151,15 @@ pub struct BrokerResults {
 
 impl Report {
     pub fn new(config: &Config, plan: &Plan, outcome: &Outcome) -> Report {
-        let measured_s = config.duration_s;
+        // A fixed count ends when it is delivered (or the drain gives up): rates are
+        // over that span.
+        let measured_s = match config.messages {
+            Some(_) => {
+                let span_ns = outcome.end_ns.saturating_sub(outcome.window.measure_ns);
+                (span_ns as f64 / 1e9).clamp(1e-3, config.duration_s)
+            }
+            None => config.duration_s,
+        };
         let mut r = Results {
             measured_s,
             ..Results::default()
@@ -144,7 +175,9 @@ impl Report {
             }
             total
         };
-        r.latency_us = merged(|t| &t.latency).and_then(|h| Percentiles::of(&h, 1e3));
+        let latency = merged(|t| &t.latency);
+        r.latency_us = latency.as_ref().and_then(|h| Percentiles::of(h, 1e3));
+        r.latency_curve_us = latency.as_ref().and_then(|h| curve(h, 1e3));
         r.send_lag_us = merged(|t| &t.send_lag).and_then(|h| Percentiles::of(&h, 1e3));
         let mut sent_by_publisher = vec![0u64; config.publishers];
         for t in &outcome.threads {
@@ -314,11 +347,22 @@ impl Report {
                 }
             }
             _ => {
-                let _ = writeln!(
-                    out,
-                    "  window       {} s after {} s warm-up",
-                    c.duration_s, c.warmup_s
-                );
+                match c.messages {
+                    Some(n) => {
+                        let _ = writeln!(
+                            out,
+                            "  fixed count  {n} messages, over in {:.2} s after {} s warm-up",
+                            r.measured_s, c.warmup_s
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  window       {} s after {} s warm-up",
+                            c.duration_s, c.warmup_s
+                        );
+                    }
+                }
                 let _ = writeln!(
                     out,
                     "  sent         {:>12.0} msg/s   ({} in window, {} in all)",
@@ -550,6 +594,14 @@ mod tests {
         assert_eq!(json["config"]["qos"], 2);
         assert_eq!(json["config"]["rate"]["mode"], "per-publisher");
         assert_eq!(json["results"]["latency_us"]["count"], 1);
+        let curve = json["results"]["latency_curve_us"].as_array().unwrap();
+        assert_eq!(curve.len(), CURVE_PERCENTILES.len());
+        assert_eq!(curve[0][0], 0.0);
+        assert_eq!(curve[curve.len() - 1][0], 100.0);
+        // One sample of 1.5 us: every point of the curve is that value.
+        assert!(curve
+            .iter()
+            .all(|p| (p[1].as_f64().unwrap() - 1.5).abs() < 0.01));
         assert!(report.human().contains("latency"));
     }
 }

@@ -37,7 +37,8 @@ const START_DELAY: Duration = Duration::from_millis(50);
 const CONTROL_POLL: Duration = Duration::from_millis(1);
 /// Longest set-up: connections, subscriptions, retained publishing.
 const SETUP_TIMEOUT_MIN: Duration = Duration::from_secs(60);
-/// During the drain, how long without a new arrival means nothing more will come.
+/// During the drain, how long without a new arrival means nothing more will come
+/// (but for a fixed count, see [`drain`]).
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// Descriptors beyond one per connection: executors, io_uring, stdio.
 const FILES_SPARE: u64 = 64;
@@ -258,8 +259,11 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
             Err(e) => bail!("generator thread {t} failed: {e}"),
         }
     }
-    let (window, end_ns, [broker_before, broker_after, generator_before, generator_after]) =
-        coordinated?;
+    let Coordinated {
+        window,
+        end_ns,
+        samples: [broker_before, broker_after, generator_before, generator_after],
+    } = coordinated?;
     let (errors, errors_total) = control.errors();
     Ok(Outcome {
         window,
@@ -277,8 +281,12 @@ pub fn run(config: &Config, plan: &Plan) -> Result<Outcome> {
     })
 }
 
-/// The window, the end, and broker and generator samples before and after.
-type Coordinated = (Window, u64, [Option<ProcSample>; 4]);
+/// The times of a run, and broker and generator samples before and after.
+struct Coordinated {
+    window: Window,
+    end_ns: u64,
+    samples: [Option<ProcSample>; 4],
+}
 
 /// Moves the run through its phases from the calling (non-executor) thread.
 fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordinated> {
@@ -322,31 +330,38 @@ fn coordinate(config: &Config, plan: &Plan, control: &Control) -> Result<Coordin
             wait_until(deadline, done);
         }
         _ => {
-            wait_until(window.stop_ns, || control.abort.load(Ordering::Acquire));
             let publishers_done =
                 || control.publishers_done.load(Ordering::Acquire) >= config.publishers;
+            // A fixed count may be sent before the window ends: stop there.
+            let counted = config.messages.is_some();
+            wait_until(window.stop_ns, || {
+                control.abort.load(Ordering::Acquire) || (counted && publishers_done())
+            });
             wait_until(deadline, publishers_done);
-            drain(control, plan.copies_per_message, deadline);
+            // A fixed count is for a broker run under a tool (valgrind), which can
+            // be quiet for seconds: there only the whole drain ends the wait.
+            let idle = if counted { config.drain() } else { DRAIN_IDLE };
+            drain(control, plan.copies_per_message, idle, deadline);
         }
     }
     let end_ns = now_ns();
     let broker_after = config.broker_pid.map(procstat::sample).transpose()?;
     let generator_after = procstat::sample(std::process::id()).ok();
-    Ok((
+    Ok(Coordinated {
         window,
         end_ns,
-        [
+        samples: [
             broker_before,
             broker_after,
             generator_before,
             generator_after,
         ],
-    ))
+    })
 }
 
 /// Waits until every copy of every sent message arrived, nothing arrived for
-/// [`DRAIN_IDLE`], or `deadline`.
-fn drain(control: &Control, copies: u64, deadline: u64) {
+/// `idle`, or `deadline`.
+fn drain(control: &Control, copies: u64, idle: Duration, deadline: u64) {
     let mut last = control.delivered.load(Ordering::Acquire);
     let mut last_change = now_ns();
     wait_until(deadline, || {
@@ -356,7 +371,7 @@ fn drain(control: &Control, copies: u64, deadline: u64) {
             last = delivered;
             last_change = now_ns();
         }
-        delivered >= expected || now_ns() - last_change > clock::as_ns(DRAIN_IDLE)
+        delivered >= expected || now_ns() - last_change > clock::as_ns(idle)
     });
 }
 

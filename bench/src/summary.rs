@@ -195,7 +195,8 @@ fn cell(values: &[f64]) -> String {
     }
 }
 
-fn number(v: f64) -> String {
+/// A figure for a table: whole above 100 or when whole, else two decimals.
+pub(crate) fn number(v: f64) -> String {
     if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
     } else {

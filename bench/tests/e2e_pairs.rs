@@ -42,7 +42,16 @@ struct Broker {
 
 impl Broker {
     fn start(binary: &PathBuf) -> Broker {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // The broker reads RINGMQ_* as configuration and refuses unknown keys: this
+        // test's own switches (RINGMQ_BIN, RINGMQ_BENCH_REQUIRE_BROKER) must not
+        // reach it.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("RINGMQ_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -174,4 +183,56 @@ fn pairs_at_a_fixed_rate_lose_nothing() {
     );
     assert!(p50 > 0.0 && p50 <= max, "p50 {p50} max {max}");
     assert!(r["broker"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+}
+
+/// `--messages`: a fixed count at max rate is sent in full, arrives in full inside
+/// the window (so its latency is measured), and the run ends long before
+/// `--duration`.
+#[test]
+fn a_fixed_count_is_sent_and_delivered_whole() {
+    let Some(binary) = broker_binary() else {
+        let msg = "SKIPPED e2e_pairs: no ringmq binary beside this test; run `cargo build -p ringmq` (or set RINGMQ_BIN)";
+        assert!(
+            std::env::var_os("RINGMQ_BENCH_REQUIRE_BROKER").is_none(),
+            "{msg}"
+        );
+        eprintln!("{msg}");
+        return;
+    };
+    const MESSAGES: u64 = 10_001;
+    let broker = Broker::start(&binary);
+    let args: Vec<String> = format!(
+        "pairs --pairs {PAIRS} --qos 1 --messages {MESSAGES} --warmup 0 --duration 50 --drain 5 \
+         --keep-alive 120 --host {} --json",
+        broker.addr
+    )
+    .split_whitespace()
+    .map(String::from)
+    .collect();
+    let started = Instant::now();
+    let output = run_bench(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ringmq-bench failed\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "a fixed count waited for --duration"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    let r = &report["results"];
+    assert_eq!(report["config"]["messages"], MESSAGES);
+    assert_eq!(report["config"]["keep_alive_s"], 120);
+    for key in ["sent", "sent_in_window", "received", "received_in_window"] {
+        assert_eq!(r[key].as_u64(), Some(MESSAGES), "{key}: {r}");
+    }
+    assert_eq!(r["latency_us"]["count"].as_u64(), Some(MESSAGES));
+    let curve = r["latency_curve_us"].as_array().expect("a latency curve");
+    assert!(curve
+        .windows(2)
+        .all(|w| w[0][1].as_f64() <= w[1][1].as_f64()));
+    let measured_s = r["measured_s"].as_f64().unwrap();
+    assert!(
+        measured_s > 0.0 && measured_s < 40.0,
+        "measured {measured_s} s"
+    );
 }
