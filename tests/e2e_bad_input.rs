@@ -65,8 +65,9 @@ impl Healthy {
 
 /// Longest a healthy QoS 1 round trip may take while another client floods
 /// the broker: far above what a fair broker needs even on a busy 2-core
-/// machine, far below "starved until the flood ends".
-const HEALTHY_ROUND_TRIP_MAX: Duration = Duration::from_secs(1);
+/// machine (CI saw 1.05 s once with the flood, the broker and other tests on
+/// two cores), far below "starved until the 8 s flood ends".
+const HEALTHY_ROUND_TRIP_MAX: Duration = Duration::from_secs(3);
 
 /// Deterministic noise (xorshift64), so a failure can be replayed.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
