@@ -795,7 +795,7 @@ impl Shard {
             return Ok(());
         };
         let (matched, packet_id) = match slot.session.handle_publish(publish, now)? {
-            Inbound::Route(message, Some(packet_id))
+            Inbound::Route(message, packet_id)
                 if !slot
                     .login
                     .acl
@@ -804,7 +804,7 @@ impl Shard {
             {
                 self.stats.dropped_not_authorized.inc();
                 debug!(client = %slot.session.client_id, topic = %message.topic, "PUBLISH not authorized");
-                if let Some(conn) = &slot.conn {
+                if let (Some(packet_id), Some(conn)) = (packet_id, &slot.conn) {
                     slot.session.refuse_publish(
                         qos,
                         packet_id,
@@ -813,17 +813,6 @@ impl Shard {
                     );
                     conn.wake.notify();
                 }
-                return Ok(());
-            }
-            Inbound::Route(message, None)
-                if !slot
-                    .login
-                    .acl
-                    .as_ref()
-                    .is_none_or(|acl| acl.may_publish(&message.topic)) =>
-            {
-                self.stats.dropped_not_authorized.inc();
-                debug!(client = %slot.session.client_id, topic = %message.topic, "PUBLISH not authorized");
                 return Ok(());
             }
             Inbound::Route(mut message, packet_id) => {
