@@ -25,7 +25,7 @@ use crate::config::{ListenerConfig, ListenerKind};
 use crate::ring::{owner_of, Accepted, Adoption, ConnectionPermit, ShardMsg};
 use crate::runtime::ShardCtx;
 use crate::security::{self, Credentials, Login};
-use crate::state::{clock_ns, Attached, CloseReason, ConnHandle, Ending};
+use crate::state::{clock_ns, quota_reason, Attached, CloseReason, ConnHandle, Ending};
 
 /// Bytes asked of the socket per read: from `READ_CHUNK_MIN` for a quiet client (an
 /// idle IoT connection should cost little memory) up to `READ_CHUNK_MAX` for one
@@ -222,13 +222,9 @@ pub(crate) async fn handshake(
         }
     }
     let Some(permit) = ConnectionPermit::acquire(&ctx.connections, limits.connections_max) else {
-        let reason = match version {
-            ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
-            ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
-        };
         // Counted first: whoever sees the refusal can already see it counted.
         ctx.stats.connections_refused.inc();
-        refuse(&mut opening, version, reason).await;
+        refuse(&mut opening, version, quota_reason(version)).await;
         warn!(%peer, max = limits.connections_max, "connection limit reached; refused");
         return;
     };
@@ -238,12 +234,8 @@ pub(crate) async fn handshake(
     } else if let Some(permit) = ConnectionPermit::acquire(&listener.connections, listener_max) {
         Some(permit)
     } else {
-        let reason = match version {
-            ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
-            ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
-        };
         ctx.stats.connections_refused.inc();
-        refuse(&mut opening, version, reason).await;
+        refuse(&mut opening, version, quota_reason(version)).await;
         warn!(%peer, listener = %listener.url(), max = listener_max, "listener connection limit reached; refused");
         return;
     };

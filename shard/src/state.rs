@@ -61,6 +61,14 @@ pub(crate) fn clock_ns() -> u64 {
 /// sample, nothing for the others.
 const LATENCY_SAMPLE_EVERY: u32 = 32;
 
+/// A limit on connections or sessions reached, as each version can say it.
+pub(crate) fn quota_reason(version: ProtocolVersion) -> ReasonCode {
+    match version {
+        ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+        ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
+    }
+}
+
 /// Why the broker closes a connection, for the log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseReason {
@@ -340,10 +348,7 @@ impl Shard {
         let needs_new = existing.is_none() || connect.clean_start;
         if needs_new && existing.is_none() && self.sessions.len() >= self.sessions_max() {
             self.stats.sessions_refused.inc();
-            return Err(match version {
-                ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
-                ProtocolVersion::V311 => ReasonCode::ServerUnavailable,
-            });
+            return Err(quota_reason(version));
         }
         let mut session_present = false;
         if let Some(key) = existing {

@@ -41,7 +41,7 @@ impl Counter {
 }
 
 /// What one shard counts.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ShardStats {
     pub clients_connected: Counter,
     pub connections_total: Counter,
@@ -144,34 +144,8 @@ impl ShardStats {
     /// The counters of one of `shards` shards, all zero.
     pub fn new(shards: usize) -> ShardStats {
         ShardStats {
-            clients_connected: Counter::default(),
-            connections_total: Counter::default(),
-            connections_refused: Counter::default(),
-            sessions_refused: Counter::default(),
-            logins_refused: Counter::default(),
-            sessions: Counter::default(),
-            messages_received: Counter::default(),
-            messages_sent: Counter::default(),
-            received_by_qos: Default::default(),
-            sent_by_qos: Default::default(),
-            bytes_received: Counter::default(),
-            bytes_sent: Counter::default(),
-            subscriptions: Counter::default(),
-            retained: Counter::default(),
-            retained_dropped: Counter::default(),
-            dropped_queue_full: Counter::default(),
-            dropped_expired: Counter::default(),
-            dropped_too_large: Counter::default(),
-            dropped_no_subscribers: Counter::default(),
-            dropped_not_authorized: Counter::default(),
-            subscriptions_refused: Counter::default(),
-            ring_full: Counter::default(),
             ring_sent: (0..shards).map(|_| Counter::default()).collect(),
-            ring_received: Counter::default(),
-            inflight: Counter::default(),
-            queued: Counter::default(),
-            protocol_errors: Counter::default(),
-            delivery_latency: LatencyHistogram::default(),
+            ..ShardStats::default()
         }
     }
 
