@@ -16,7 +16,7 @@ use bytes::Bytes;
 use glommio::timer::Timer;
 use ringmq_core::codec::encode_publish;
 use ringmq_core::packet::{
-    ByteString, Packet, PacketId, ProtocolVersion, PubResponse, Publish, PublishProperties, QoS,
+    ByteString, LazyProperties, Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS,
 };
 
 use crate::clock::{self, now_ns};
@@ -239,7 +239,7 @@ impl<'a> Publisher<'a> {
                 retain: false,
                 topic: ByteString::from(topic),
                 packet_id: None,
-                properties: PublishProperties::default(),
+                properties: LazyProperties::none(),
                 payload: Bytes::from(vec![0u8; ctx.config.payload_bytes]),
             },
             version,
@@ -623,7 +623,7 @@ async fn publish_retained(
                 retain: true,
                 topic: ByteString::from(format!("{root}retained/{next}")),
                 packet_id: None,
-                properties: PublishProperties::default(),
+                properties: LazyProperties::none(),
                 payload: payload.clone(),
             };
             if qos != QoS::AtMostOnce {

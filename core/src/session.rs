@@ -24,7 +24,7 @@ use bytestring::ByteString;
 
 use crate::codec::{self, EncodeError};
 use crate::packet::{
-    Packet, PacketId, ProtocolVersion, PubResponse, Publish, PublishProperties, QoS,
+    LazyProperties, Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS,
     SubscriptionOptions,
 };
 use crate::reason::ReasonCode;
@@ -54,7 +54,7 @@ pub struct Message {
     pub retain: bool,
     /// As published, less the topic alias and subscription identifiers, which belong
     /// to one hop.
-    pub properties: PublishProperties,
+    pub properties: LazyProperties,
     /// When the message expires (MQTT 5 message expiry interval).
     pub expires_at: Option<Timestamp>,
     /// The session that published it, for No Local; `None` for the broker's own.
@@ -69,8 +69,12 @@ impl Message {
     /// Builds the routed form of an inbound PUBLISH whose topic alias is resolved.
     pub fn from_publish(publish: Publish, origin: Option<SessionKey>, now: Timestamp) -> Message {
         let mut properties = publish.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        if properties.topic_alias.is_some() || !properties.subscription_identifiers.is_empty() {
+            let hop = properties.make_mut();
+            hop.topic_alias = None;
+            hop.subscription_identifiers.clear();
+            properties.shrink();
+        }
         let expires_at = properties.message_expiry_interval_s.map(|s| now.plus_s(s));
         Message {
             topic: publish.topic,
@@ -464,8 +468,9 @@ impl Session {
         dropped
     }
 
-    /// Resolves the topic alias, checks the topic, and for QoS 2 whether the packet id
-    /// was already received.
+    /// Resolves the topic alias, checks the topic against the level limit, and for QoS 2
+    /// whether the packet id was already received. `publish` is as the decoder made it:
+    /// its topic, if any, holds no wildcard and no U+0000.
     pub fn handle_publish(
         &mut self,
         mut publish: Publish,
@@ -504,10 +509,20 @@ impl Session {
                 }
             }
         }
-        if topic::validate_topic_name(&publish.topic, self.limits.topic_levels_max).is_err() {
+        // The decoder refused U+0000, wildcards and an empty name without an alias; an
+        // alias stands for a name it checked before. The broker's level limit is left.
+        debug_assert!(topic::validate_topic_name(&publish.topic, usize::MAX).is_ok());
+        if publish.topic.is_empty() {
+            return Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "empty topic name without a topic alias",
+            ));
+        }
+        let separators = publish.topic.bytes().filter(|&b| b == b'/').count();
+        if separators >= self.limits.topic_levels_max {
             return Err(Violation::new(
                 ReasonCode::TopicNameInvalid,
-                "topic name invalid or too deep",
+                "topic name has more levels than the broker allows",
             ));
         }
         let packet_id = publish.packet_id;
@@ -707,6 +722,26 @@ fn write_publish(
     out: &mut BytesMut,
     frames: Option<&mut FrameCache>,
 ) -> Result<(), DropReason> {
+    // Nothing in the frame differs by client but the packet id: written straight
+    // from the message, which costs less than copying a cached frame.
+    let bare = grant.subscription_ids.is_empty()
+        && (version == ProtocolVersion::V311
+            || (message.properties.is_empty() && message.expires_at.is_none()));
+    if bare {
+        let header = codec::BareHeader {
+            dup,
+            qos: grant.qos,
+            retain: grant.retain,
+            packet_id,
+        };
+        let len = codec::bare_publish_len(header, &message.topic, &message.payload, version);
+        if client_packet_max.is_some_and(|max| len > max as usize) {
+            return Err(DropReason::TooLarge);
+        }
+        return codec::encode_bare_publish(header, &message.topic, &message.payload, version, out)
+            .map(drop)
+            .map_err(|_: EncodeError| DropReason::TooLarge);
+    }
     if let Some(frames) = frames.filter(|_| !dup && grant.subscription_ids.is_empty()) {
         let frame = frames.frame(message, grant, version, now)?;
         if client_packet_max.is_some_and(|max| frame.bytes.len() > max as usize) {
@@ -828,15 +863,18 @@ pub fn outbound_publish(
     version: ProtocolVersion,
     now: Timestamp,
 ) -> Publish {
-    let mut properties = PublishProperties::default();
+    let mut properties = LazyProperties::none();
     if version == ProtocolVersion::V5 {
         properties = message.properties.clone();
-        properties
-            .subscription_identifiers
-            .clone_from(&grant.subscription_ids);
+        if !grant.subscription_ids.is_empty() {
+            properties
+                .make_mut()
+                .subscription_identifiers
+                .clone_from(&grant.subscription_ids);
+        }
         if let Some(at) = message.expires_at {
             let left_ms = at.0.saturating_sub(now.0);
-            properties.message_expiry_interval_s =
+            properties.make_mut().message_expiry_interval_s =
                 Some(u32::try_from(left_ms.div_ceil(1000)).unwrap_or(u32::MAX));
         }
     }

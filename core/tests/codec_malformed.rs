@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use ringmq_core::codec::{self, DecodeError};
 use ringmq_core::packet::{
-    Connect, ConnectProperties, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS,
+    Connect, ConnectProperties, LazyProperties, Packet, PacketId, ProtocolVersion, Publish, QoS,
     Subscribe, SubscribeProperties, Subscription, SubscriptionOptions,
 };
 use ringmq_core::reason::ReasonCode;
@@ -518,7 +518,7 @@ fn spec_examples_encode_byte_exact() {
         retain: true,
         topic: "a/b".into(),
         packet_id: PacketId::new(10),
-        properties: PublishProperties::default(),
+        properties: LazyProperties::none(),
         payload: bytes::Bytes::from_static(b"hi"),
     });
     buf.clear();
@@ -614,7 +614,7 @@ fn the_encoder_refuses_what_a_decoder_would_refuse() {
             retain: false,
             topic: topic.into(),
             packet_id: None,
-            properties: PublishProperties::default(),
+            properties: LazyProperties::none(),
             payload: bytes::Bytes::new(),
         })
     };

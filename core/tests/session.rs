@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use ringmq_core::codec;
 use ringmq_core::packet::{
-    Packet, PacketId, ProtocolVersion, PubResponse, Publish, PublishProperties, QoS,
+    LazyProperties, Packet, PacketId, ProtocolVersion, PubResponse, Publish, PublishProperties, QoS,
 };
 use ringmq_core::reason::ReasonCode;
 use ringmq_core::session::{
@@ -40,7 +40,7 @@ fn message(qos: QoS, payload: &'static str) -> Arc<Message> {
         payload: Bytes::from_static(payload.as_bytes()),
         qos,
         retain: false,
-        properties: PublishProperties::default(),
+        properties: LazyProperties::none(),
         expires_at: None,
         origin: None,
         sampled_at_ns: 0,
@@ -218,7 +218,7 @@ fn inbound_qos2_is_routed_once_and_acknowledged_each_time() {
         retain: false,
         topic: "a/b".into(),
         packet_id: PacketId::new(9),
-        properties: PublishProperties::default(),
+        properties: LazyProperties::none(),
         payload: Bytes::from_static(b"x"),
     };
     assert!(matches!(
@@ -266,7 +266,8 @@ fn topic_aliases_set_resolve_and_refuse() {
         properties: PublishProperties {
             topic_alias: NonZeroU16::new(3),
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         payload: Bytes::new(),
     };
     assert!(s.handle_publish(publish.clone(), T0).is_ok());
@@ -278,12 +279,12 @@ fn topic_aliases_set_resolve_and_refuse() {
         }
         other => panic!("{other:?}"),
     }
-    publish.properties.topic_alias = NonZeroU16::new(2);
+    publish.properties.make_mut().topic_alias = NonZeroU16::new(2);
     assert_eq!(
         s.handle_publish(publish.clone(), T0).unwrap_err().reason,
         ReasonCode::ProtocolError
     );
-    publish.properties.topic_alias = NonZeroU16::new(5);
+    publish.properties.make_mut().topic_alias = NonZeroU16::new(5);
     assert_eq!(
         s.handle_publish(publish.clone(), T0).unwrap_err().reason,
         ReasonCode::TopicAliasInvalid
@@ -291,7 +292,7 @@ fn topic_aliases_set_resolve_and_refuse() {
     // A new connection forgets the aliases.
     let mut out = BytesMut::new();
     s.resume(V5, None, None, T0, &mut out);
-    publish.properties.topic_alias = NonZeroU16::new(3);
+    publish.properties.make_mut().topic_alias = NonZeroU16::new(3);
     assert!(s.handle_publish(publish, T0).is_err());
 }
 
@@ -403,7 +404,7 @@ fn subscription_limit_and_publish_rules() {
         retain: false,
         topic: "a/b/c/d/e/f/g/h/i".into(),
         packet_id: None,
-        properties: PublishProperties::default(),
+        properties: LazyProperties::none(),
         payload: Bytes::new(),
     };
     assert_eq!(
@@ -415,7 +416,8 @@ fn subscription_limit_and_publish_rules() {
         properties: PublishProperties {
             subscription_identifiers: vec![NonZeroU32::new(1).unwrap()],
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         ..publish
     };
     assert_eq!(
@@ -429,7 +431,7 @@ fn shared_frames_equal_individual_encoding_with_their_own_packet_ids() {
     let mut frames = FrameCache::default();
     let mut m = Message::clone(&message(QoS::ExactlyOnce, "shared payload"));
     m.expires_at = Some(T0.plus_s(60));
-    m.properties.content_type = Some("text/plain".into());
+    m.properties.make_mut().content_type = Some("text/plain".into());
     let m = Arc::new(m);
     let mut outputs = Vec::new();
     for (n, version, qos) in [

@@ -344,3 +344,54 @@ proptest! {
         }
     }
 }
+
+/// The byte-at-a-time definition of a valid topic name that `validate_topic_name`
+/// (memchr-based) must agree with, error for error: U+0000 anywhere, then the first
+/// problem from the left.
+fn naive_name_check(name: &str, levels_max: usize) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.contains('\0') {
+        return Err("null");
+    }
+    let mut levels = 1usize;
+    for byte in name.bytes() {
+        match byte {
+            0 => return Err("null"),
+            b'+' | b'#' => return Err("wildcard"),
+            b'/' => {
+                levels += 1;
+                if levels > levels_max {
+                    return Err("levels");
+                }
+            }
+            _ => {}
+        }
+    }
+    if levels > levels_max {
+        return Err("levels");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn topic_name_check_matches_the_byte_loop(
+        parts in prop::collection::vec(select(vec!["a", "/", "+", "#", "\0", "é", "bc"]), 0..12),
+        levels_max in 0usize..6,
+    ) {
+        use ringmq_core::topic::TopicError;
+        let name = parts.concat();
+        let got = validate_topic_name(&name, levels_max).map_err(|error| match error {
+            TopicError::Empty { .. } => "empty",
+            TopicError::NullCharacter { .. } => "null",
+            TopicError::WildcardInName { .. } => "wildcard",
+            TopicError::TooManyLevels { .. } => "levels",
+            other => panic!("unexpected {other:?}"),
+        });
+        prop_assert_eq!(got, naive_name_check(&name, levels_max), "{:?} max {}", name, levels_max);
+    }
+}

@@ -1,6 +1,6 @@
 //! The transport over real sockets on a real glommio executor: bind with
 //! SO_REUSEPORT, accept, split, write and read, hand a socket over, time out a read.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -81,6 +81,59 @@ fn read_timeout_fires() {
             let error = read.read_into(&mut buf, 64).await.unwrap_err();
             assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
             tx.send(()).unwrap();
+            client.join().unwrap();
+        })
+        .unwrap();
+    handle.join().unwrap();
+}
+
+/// Reads land in the buffer's spare room byte for byte, never more than the chunk
+/// per read, after what the buffer held; end of stream reads as 0. Exercises both
+/// the immediate `recv` into uninitialised capacity and the wait through glommio.
+#[test]
+fn reads_append_exact_bytes_within_the_chunk() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let handle = LocalExecutorBuilder::default()
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let listener = Listener::bind(addr, 16).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            let expected = sent.clone();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let client = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                // A first piece, then (once the server waits) the rest in bursts.
+                c.write_all(&sent[..10]).unwrap();
+                let _ = rx.recv_timeout(Duration::from_secs(20));
+                for piece in sent[10..].chunks(7_000) {
+                    c.write_all(piece).unwrap();
+                }
+            });
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut read, _write) = stream.split().unwrap();
+            let mut buf = BytesMut::from(&b"held"[..]);
+            let mut told = false;
+            let mut reads = 0;
+            loop {
+                let n = read.read_into(&mut buf, 1000).await.unwrap();
+                assert!(n <= 1000, "read {n} bytes with a chunk of 1000");
+                if n == 0 {
+                    break;
+                }
+                reads += 1;
+                if !told {
+                    tx.send(()).unwrap();
+                    told = true;
+                }
+            }
+            assert_eq!(&buf[..4], b"held");
+            assert_eq!(buf.len() - 4, expected.len());
+            assert!(buf[4..] == expected[..], "bytes differ");
+            assert!(
+                reads >= 100,
+                "{reads} reads for 100,000 bytes in chunks of 1000"
+            );
             client.join().unwrap();
         })
         .unwrap();

@@ -498,6 +498,17 @@ async fn read_loop(
                 return (Ending::Abnormal, reason.describe());
             }
             match codec::decode(buf, attached.version, max) {
+                // The hot path, without building the `dispatch` future.
+                Ok(Some(Packet::Publish(publish))) => {
+                    let result = ctx
+                        .state
+                        .borrow_mut()
+                        .inbound_publish(attached.key, publish);
+                    if let Err(violation) = result {
+                        kick(ctx, conn, attached.version, violation, client_id);
+                        return (Ending::Abnormal, violation.what);
+                    }
+                }
                 Ok(Some(packet)) => match dispatch(ctx, conn, attached, packet).await {
                     Ok(Next::Continue) => {}
                     Ok(Next::Stop(ending, why)) => return (ending, why),
@@ -608,6 +619,7 @@ async fn dispatch(
 ) -> Result<Next, Violation> {
     let key = attached.key;
     match packet {
+        // Normally taken by `read_loop` before it builds this future.
         Packet::Publish(publish) => ctx.state.borrow_mut().inbound_publish(key, publish)?,
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
             ctx.state.borrow_mut().outbound_ack(key, &packet);

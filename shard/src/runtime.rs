@@ -15,7 +15,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
-use ringmq_core::packet::{PublishProperties, QoS};
+use ringmq_core::packet::{LazyProperties, QoS};
 use ringmq_core::session::Message;
 use ringmq_net::{Listener, Stream};
 
@@ -355,7 +355,7 @@ async fn sys_loop(ctx: Rc<ShardCtx>, all: Arc<Vec<Arc<ShardStats>>>, interval: D
                     payload: Bytes::from(value),
                     qos: QoS::AtMostOnce,
                     retain: true,
-                    properties: PublishProperties::default(),
+                    properties: LazyProperties::none(),
                     expires_at: None,
                     origin: None,
                     sampled_at_ns: 0,

@@ -613,7 +613,7 @@ impl Shard {
             retain: will.retain,
             topic: will.topic,
             packet_id: None,
-            properties,
+            properties: properties.into(),
             payload: will.payload,
         };
         self.route(Arc::new(Message::from_publish(publish, None, now)));

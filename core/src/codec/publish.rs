@@ -7,8 +7,8 @@ use super::property::decode_publish_properties;
 use super::read::Reader;
 use super::write::{self, put_properties, Body, Sink};
 use super::{DecodeError, EncodeError};
-use crate::limits::SUBSCRIPTION_IDENTIFIER_MAX;
-use crate::packet::{PacketId, ProtocolVersion, Publish, PublishProperties, QoS};
+use crate::limits::{REMAINING_LENGTH_MAX, SUBSCRIPTION_IDENTIFIER_MAX};
+use crate::packet::{LazyProperties, PacketId, ProtocolVersion, Publish, QoS};
 
 const DUP: u8 = 0b1000;
 const RETAIN: u8 = 0b0001;
@@ -31,7 +31,7 @@ pub(crate) fn decode_publish(
 ) -> Result<Publish, DecodeError> {
     let qos =
         QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
-    let topic = r.string()?;
+    let topic = r.topic_name()?;
     let packet_id = match qos {
         QoS::AtMostOnce => None,
         QoS::AtLeastOnce | QoS::ExactlyOnce => {
@@ -39,19 +39,16 @@ pub(crate) fn decode_publish(
         }
     };
     let properties = match version {
-        ProtocolVersion::V5 => decode_publish_properties(r)?,
-        ProtocolVersion::V311 => PublishProperties::default(),
+        ProtocolVersion::V5 if r.skip_empty_properties() => LazyProperties::none(),
+        ProtocolVersion::V5 => LazyProperties::from(decode_publish_properties(r)?),
+        ProtocolVersion::V311 => LazyProperties::none(),
     };
     // MQTT 5 lets a topic alias stand in for the topic (3.3.2.3.4); an empty topic
-    // without one is a protocol error (3.3.2.1).
-    if topic.is_empty() {
-        if properties.topic_alias.is_none() {
-            return Err(DecodeError::Protocol(
-                "empty topic name without a topic alias",
-            ));
-        }
-    } else {
-        check_topic_name(&topic)?;
+    // without one is a protocol error (3.3.2.1). `topic_name` refused wildcards.
+    if topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::Protocol(
+            "empty topic name without a topic alias",
+        ));
     }
     Ok(Publish {
         dup: flags & DUP != 0,
@@ -127,7 +124,7 @@ pub(crate) fn emit_publish_body<S: Sink>(publish: &Publish, version: ProtocolVer
         s.put_u16(id.get());
     }
     if version == ProtocolVersion::V5 {
-        put_properties(s, &publish.properties);
+        put_properties(s, &*publish.properties);
     }
     s.put_slice(&publish.payload);
 }
@@ -150,6 +147,90 @@ pub fn encode_publish(
     let frame_len = write::frame_len(body_len);
     buf.reserve(frame_len);
     write::put_frame(buf, (3 << 4) | flags(publish), body_len, publish, version);
+    Ok(frame_len)
+}
+
+/// The header fields of a PUBLISH without properties, for [`encode_bare_publish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BareHeader {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Present exactly when `qos` is 1 or 2.
+    pub packet_id: Option<PacketId>,
+}
+
+impl BareHeader {
+    /// The remaining length for a topic and payload of these lengths.
+    fn body_len(&self, topic_len: usize, payload_len: usize, version: ProtocolVersion) -> usize {
+        2 + topic_len
+            + if self.packet_id.is_some() { 2 } else { 0 }
+            + usize::from(version == ProtocolVersion::V5)
+            + payload_len
+    }
+}
+
+/// The bytes [`encode_bare_publish`] would write.
+pub fn bare_publish_len(
+    header: BareHeader,
+    topic: &str,
+    payload: &[u8],
+    version: ProtocolVersion,
+) -> usize {
+    write::frame_len(header.body_len(topic.len(), payload.len(), version))
+}
+
+/// Appends a PUBLISH without properties from borrowed parts: the broker's common
+/// outbound case, with no [`Publish`] built and no counting pass. `topic` must be a
+/// topic name that passed the decoder (every topic the broker routes did): only its
+/// length is checked here. Returns the bytes written; on error nothing is written.
+pub fn encode_bare_publish(
+    header: BareHeader,
+    topic: &str,
+    payload: &[u8],
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    debug_assert!(
+        check_encodable_topic(topic).is_ok(),
+        "unchecked topic {topic:?}"
+    );
+    if (header.qos == QoS::AtMostOnce) == header.packet_id.is_some() {
+        return Err(EncodeError::Invalid(
+            "a packet id must be present exactly for QoS 1 and 2",
+        ));
+    }
+    if header.dup && header.qos == QoS::AtMostOnce {
+        return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
+    }
+    if topic.is_empty() {
+        return Err(EncodeError::Invalid("PUBLISH without a topic"));
+    }
+    let topic_len = u16::try_from(topic.len()).map_err(|_| EncodeError::FieldTooLong)?;
+    let body_len = header.body_len(topic.len(), payload.len(), version);
+    if body_len > REMAINING_LENGTH_MAX {
+        return Err(EncodeError::TooLarge(body_len));
+    }
+    let frame_len = write::frame_len(body_len);
+    let mut flags = (3 << 4) | (header.qos.as_u8() << 1);
+    if header.dup {
+        flags |= DUP;
+    }
+    if header.retain {
+        flags |= RETAIN;
+    }
+    buf.reserve(frame_len);
+    buf.put_u8(flags);
+    Sink::put_varint(buf, body_len);
+    buf.put_u16(topic_len);
+    buf.extend_from_slice(topic.as_bytes());
+    if let Some(id) = header.packet_id {
+        buf.put_u16(id.get());
+    }
+    if version == ProtocolVersion::V5 {
+        buf.put_u8(0);
+    }
+    buf.extend_from_slice(payload);
     Ok(frame_len)
 }
 

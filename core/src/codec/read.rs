@@ -95,6 +95,33 @@ impl Reader {
         ByteString::try_from(bytes).map_err(|_| DecodeError::Malformed("string is not valid UTF-8"))
     }
 
+    /// A PUBLISH or will topic name: a UTF-8 string (1.5.4) that is empty (a topic
+    /// alias stands in) or holds no wildcard (3.3.2.1). One pass over the bytes finds
+    /// U+0000, `+` and `#` (none of them occurs inside a multi-byte UTF-8 sequence),
+    /// then the UTF-8 check.
+    pub(crate) fn topic_name(&mut self) -> Result<ByteString, DecodeError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len, "string longer than the packet")?;
+        if has_nul_or_wildcard(&bytes) {
+            if bytes.contains(&0) {
+                return Err(DecodeError::Malformed("string contains U+0000"));
+            }
+            return Err(DecodeError::TopicNameInvalid("wildcard in a topic name"));
+        }
+        ByteString::try_from(bytes).map_err(|_| DecodeError::Malformed("string is not valid UTF-8"))
+    }
+
+    /// Takes a zero property length, the common case of a PUBLISH: true when the next
+    /// byte is 0 (and consumes it), false otherwise (and consumes nothing).
+    pub(crate) fn skip_empty_properties(&mut self) -> bool {
+        if self.buf.first() == Some(&0) {
+            self.buf.advance(1);
+            true
+        } else {
+            false
+        }
+    }
+
     /// The next `n` bytes, as a slice of the frame.
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, DecodeError> {
         self.need(n, what)?;
@@ -107,8 +134,55 @@ impl Reader {
     }
 }
 
+/// Whether `bytes` holds a 0, `+` or `#` byte: eight bytes per step with the classic
+/// "has a zero byte" test (`(x - 0x01..) & !x & 0x80..` is non-zero exactly when some
+/// byte of `x` is 0) applied to `x`, `x ^ '+'..` and `x ^ '#'..`. Topics are short, and
+/// a library search pays more to set up than this loop takes.
+fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const PLUS: u64 = u64::from_ne_bytes([b'+'; 8]);
+    const HASH: u64 = u64::from_ne_bytes([b'#'; 8]);
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0;
+    for word in words.by_ref() {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let x = u64::from_ne_bytes(eight);
+        found |= has_zero(x) | has_zero(x ^ PLUS) | has_zero(x ^ HASH);
+    }
+    found != 0
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| b == 0 || b == b'+' || b == b'#')
+}
+
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
+    #[test]
+    fn nul_and_wildcards_are_found_at_every_position() {
+        for len in 0..40 {
+            let clean: Vec<u8> = (0..len).map(|i| b"az/09$"[i % 6]).collect();
+            assert!(!super::has_nul_or_wildcard(&clean), "{len}");
+            for at in 0..len {
+                for special in [0u8, b'+', b'#'] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = special;
+                    assert!(super::has_nul_or_wildcard(&bytes), "{len} {at} {special}");
+                }
+                // Neighbours of the special bytes are not mistaken for them.
+                for near in [1u8, 0x80, 0xFF, b'*', b',', b'"', b'$'] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = near;
+                    assert!(!super::has_nul_or_wildcard(&bytes), "{len} {at} {near}");
+                }
+            }
+        }
+    }
+
     use super::*;
 
     fn reader(bytes: &'static [u8]) -> Reader {

@@ -444,7 +444,7 @@ pub fn publish(version: ProtocolVersion, payload_len_max: usize) -> impl Strateg
                     retain,
                     topic,
                     packet_id: acked.then_some(id),
-                    properties,
+                    properties: properties.into(),
                     payload,
                 }
             },
