@@ -1,6 +1,8 @@
 //! How many topic names per second the subscription trie matches, alone with one
-//! filter and inside a shard-sized set of 100,000, and what a subscribe/unsubscribe
-//! pair costs in the large set.
+//! filter, in the shape of the broker benchmark (100 publisher/subscriber pairs, each
+//! subscriber on its own topic; with and without wildcard filters beside them) and
+//! inside a shard-sized set of 100,000, and what a subscribe/unsubscribe pair costs in
+//! the large set.
 //!
 //! Run: `cargo bench -p ringmq-core --bench trie -- --warm-up-time 1 --measurement-time 3`
 
@@ -55,6 +57,33 @@ fn topics() -> Vec<String> {
         .collect()
 }
 
+const PAIRS: u32 = 100;
+
+/// The broker benchmark's subscriptions: `ringmq-bench/{run}/pairs/{i}`, one subscriber
+/// each, so the walk passes three single-child levels and one with 100 children.
+fn pairs_trie() -> Trie {
+    let mut trie = Trie::new();
+    for (key, topic) in (0..).zip(pairs_topics()) {
+        let _ = trie.insert(&topic, SessionKey(key), Options(1));
+    }
+    trie
+}
+
+/// `pairs_trie` with a monitor on every pair, one on the whole run and one on every run.
+fn pairs_wildcard_trie() -> Trie {
+    let mut trie = pairs_trie();
+    for (key, filter) in (PAIRS..).zip(["ringmq-bench/+/pairs/+", "ringmq-bench/#", "+/abc123/#"]) {
+        let _ = trie.insert(filter, SessionKey(key), Options(0));
+    }
+    trie
+}
+
+fn pairs_topics() -> Vec<String> {
+    (0..PAIRS)
+        .map(|i| format!("ringmq-bench/abc123/pairs/{i}"))
+        .collect()
+}
+
 fn match_all(trie: &Trie, topics: &[String]) -> usize {
     let mut matched = 0;
     for topic in topics {
@@ -79,6 +108,17 @@ fn bench_match(c: &mut Criterion) {
     group.bench_function("1_subscription", |b| b.iter(|| match_all(&single, &topics)));
     group.bench_function("100k_subscriptions", |b| {
         b.iter(|| match_all(&crowded, &topics))
+    });
+    group.finish();
+
+    let pairs_topics = pairs_topics();
+    let pairs = pairs_trie();
+    let pairs_wildcard = pairs_wildcard_trie();
+    let mut group = c.benchmark_group("trie_match_pairs");
+    group.throughput(Throughput::Elements(u64::from(PAIRS)));
+    group.bench_function("exact", |b| b.iter(|| match_all(&pairs, &pairs_topics)));
+    group.bench_function("with_wildcards", |b| {
+        b.iter(|| match_all(&pairs_wildcard, &pairs_topics))
     });
     group.finish();
 

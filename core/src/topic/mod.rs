@@ -11,7 +11,8 @@
 //!   `f`, `$share/g/f` and `$share/h/f` are three interests.
 //! - `retained`: [`RetainedTree`], topic name -> retained message, searched with a
 //!   filter when a client subscribes.
-//! - `level`: splitting off one level, and the inline level keys both structures use.
+//! - `level`: splitting off one level, the inline level keys both structures use, and
+//!   the trie's map of them (a scan for a few children, a hash index for many).
 //!
 //! Neither structure validates: the caller checks a name or filter once, where it enters
 //! the broker, and the structures trust it. Both free a node as soon as nothing needs it,

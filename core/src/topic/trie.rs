@@ -1,7 +1,8 @@
 //! The subscription trie: topic filter -> subscribers, matched against every PUBLISH.
 //!
-//! One node per filter level. A node keeps its literal children in a hash map and its
-//! `+` and `#` children in slots of their own, so matching a topic level costs one hash
+//! One node per filter level. A node keeps its literal children in a `LevelMap` (a
+//! scan of a few inline keys, hashed past a handful) and its `+` and `#` children in
+//! slots of their own, so matching a topic level costs one short scan or one hash
 //! lookup plus two pointer checks, whatever the fan-out. Plain subscribers and share
 //! groups of a filter live on the node of its last level; `$share/{group}/{filter}` is
 //! filed under `filter`'s node, in group `group`, apart from the plain subscribers.
@@ -18,7 +19,7 @@ use std::hash::Hash;
 
 use foldhash::fast::RandomState;
 
-use super::level::{split_first_level, Level};
+use super::level::{split_first_level, LevelMap};
 use super::validate::split_shared;
 
 /// What an insert changed.
@@ -322,9 +323,9 @@ enum Wildcards {
 }
 
 struct Node<K, V> {
-    // Children boxed: a node is ~100 bytes, and most maps hold one or two of them in
-    // buckets that would otherwise be mostly empty.
-    children: HashMap<Level, Box<Node<K, V>>, RandomState>,
+    // Children boxed: a node is ~100 bytes, and a map with thousands of children moves
+    // them when it grows.
+    children: LevelMap<Box<Node<K, V>>>,
     plus: Option<Box<Node<K, V>>>,
     hash: Option<Box<Node<K, V>>>,
     plain: Entries<K, V>,
@@ -354,7 +355,7 @@ impl<K: Copy + Eq + Hash, V> ShareGroup<K, V> {
 impl<K: Copy + Eq + Hash, V> Node<K, V> {
     fn new() -> Self {
         Self {
-            children: HashMap::with_hasher(RandomState::default()),
+            children: LevelMap::new(),
             plus: None,
             hash: None,
             plain: Entries::new(),
@@ -378,7 +379,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         match level {
             "+" => self.plus.as_deref(),
             "#" => self.hash.as_deref(),
-            _ => self.children.get(level.as_bytes()).map(|child| &**child),
+            _ => self.children.get(level).map(|child| &**child),
         }
     }
 
@@ -386,10 +387,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         match level {
             "+" => self.plus.as_deref_mut(),
             "#" => self.hash.as_deref_mut(),
-            _ => self
-                .children
-                .get_mut(level.as_bytes())
-                .map(|child| &mut **child),
+            _ => self.children.get_mut(level).map(|child| &mut **child),
         }
     }
 
@@ -398,13 +396,9 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
             "+" => &mut self.plus,
             "#" => &mut self.hash,
             _ => {
-                // The entry API takes an owned key even when the level exists: building a
-                // `Level` is a copy, cheaper than a second lookup.
-                let mut created = false;
-                let child = self.children.entry(Level::new(level)).or_insert_with(|| {
-                    created = true;
-                    Box::new(Node::new())
-                });
+                let (child, created) = self
+                    .children
+                    .get_or_insert_with(level, || Box::new(Node::new()));
                 return (child, created);
             }
         };
@@ -416,36 +410,46 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         match level {
             "+" => self.plus.take().is_some(),
             "#" => self.hash.take().is_some(),
-            _ => {
-                let removed = self.children.remove(level.as_bytes()).is_some();
-                // A level that once had many children should not keep their buckets.
-                if self.children.capacity() > 4 * self.children.len().max(8) {
-                    self.children.shrink_to_fit();
-                }
-                removed
-            }
+            _ => self.children.remove(level).is_some(),
         }
     }
 
     /// Matches `topic`, the levels of the name still to match, against this node's
-    /// children.
-    fn match_level<'a, F>(&'a self, topic: &str, wildcards: Wildcards, visit: &mut F)
+    /// children. Follows the literal path in a loop: only a `+` child recurses, so a
+    /// name that meets no wildcard pays no call per level.
+    fn match_level<'a, F>(&'a self, mut topic: &str, mut wildcards: Wildcards, visit: &mut F)
     where
         F: FnMut(Match<'a, K, V>),
     {
-        let (level, rest) = split_first_level(topic);
-        if let Wildcards::Match = wildcards {
-            if let Some(hash) = &self.hash {
-                hash.visit_entries(visit);
-            }
-            if let Some(plus) = &self.plus {
-                plus.match_rest(rest, visit);
-            }
-        }
-        // Most nodes on a long exact path have no other children: skip the hashing.
-        if !self.children.is_empty() {
-            if let Some(child) = self.children.get(level.as_bytes()) {
-                child.match_rest(rest, visit);
+        let mut node = self;
+        loop {
+            let plus = match wildcards {
+                Wildcards::Match => {
+                    if let Some(hash) = &node.hash {
+                        hash.visit_entries(visit);
+                    }
+                    node.plus.as_deref()
+                }
+                Wildcards::Skip => None,
+            };
+            let found = match plus {
+                Some(plus) => {
+                    let (level, rest) = split_first_level(topic);
+                    plus.match_rest(rest, visit);
+                    node.children.get(level).map(|child| (child, rest))
+                }
+                None => node.children.get_first(topic),
+            };
+            let Some((child, rest)) = found else {
+                return;
+            };
+            match rest {
+                Some(rest) => {
+                    node = child;
+                    topic = rest;
+                    wildcards = Wildcards::Match;
+                }
+                None => return child.match_end(visit),
             }
         }
     }
@@ -457,13 +461,19 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
     {
         match rest {
             Some(rest) => self.match_level(rest, Wildcards::Match, visit),
-            None => {
-                self.visit_entries(visit);
-                // `sport/#` also matches `sport`.
-                if let Some(hash) = &self.hash {
-                    hash.visit_entries(visit);
-                }
-            }
+            None => self.match_end(visit),
+        }
+    }
+
+    /// This node matched the last level of the name.
+    fn match_end<'a, F>(&'a self, visit: &mut F)
+    where
+        F: FnMut(Match<'a, K, V>),
+    {
+        self.visit_entries(visit);
+        // `sport/#` also matches `sport`.
+        if let Some(hash) = &self.hash {
+            hash.visit_entries(visit);
         }
     }
 
@@ -490,10 +500,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
         path_len: Option<usize>,
         stack: &mut Vec<(&'a Self, Option<usize>, &'a str)>,
     ) {
-        let named = self
-            .children
-            .iter()
-            .map(|(level, child)| (&**child, level.as_str()));
+        let named = self.children.iter().map(|(level, child)| (&**child, level));
         let plus = self.plus.as_deref().map(|child| (child, "+"));
         let hash = self.hash.as_deref().map(|child| (child, "#"));
         for (child, level) in named.chain(plus).chain(hash) {
@@ -851,6 +858,43 @@ mod tests {
         assert!(trie.remove(&long, 1).is_some());
         assert!(trie.remove(&format!("{inline}/+/#"), 2).is_some());
         assert_eq!(trie.node_count(), 0);
+    }
+
+    #[test]
+    fn wide_levels_match_while_they_grow_and_shrink() {
+        let mut trie: SubscriptionTrie<u32, ()> = SubscriptionTrie::new();
+        let _ = trie.insert("pairs/+", 1000, ());
+        for i in 0..100 {
+            let _ = trie.insert(&format!("pairs/{i}"), i, ());
+        }
+        let keys_of = |trie: &SubscriptionTrie<u32, ()>, topic: &str| {
+            let mut keys = Vec::new();
+            trie.for_each_match(topic, |m| {
+                if let Match::Plain { key, .. } = m {
+                    keys.push(key);
+                }
+            });
+            keys.sort_unstable();
+            keys
+        };
+        for i in (0..100).step_by(2) {
+            assert!(trie.remove(&format!("pairs/{i}"), i).is_some());
+        }
+        for i in 0..100 {
+            let expected = if i % 2 == 1 {
+                vec![i, 1000]
+            } else {
+                vec![1000]
+            };
+            assert_eq!(keys_of(&trie, &format!("pairs/{i}")), expected);
+        }
+        for i in (1..97).step_by(2) {
+            assert!(trie.remove(&format!("pairs/{i}"), i).is_some());
+        }
+        assert_eq!(keys_of(&trie, "pairs/97"), [97, 1000]);
+        assert_eq!(keys_of(&trie, "pairs/99"), [99, 1000]);
+        assert_eq!(keys_of(&trie, "pairs/95"), [1000]);
+        assert_eq!(trie.node_count(), 4);
     }
 
     #[test]
