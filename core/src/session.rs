@@ -24,7 +24,7 @@ use bytestring::ByteString;
 
 use crate::codec::{self, EncodeError};
 use crate::packet::{
-    LazyProperties, Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS,
+    LazyProperties, Packet, PacketId, PacketType, ProtocolVersion, PubResponse, Publish, QoS,
     SubscriptionOptions,
 };
 use crate::reason::ReasonCode;
@@ -193,6 +193,8 @@ enum OutState {
 #[derive(Debug)]
 struct Outbound {
     packet_id: PacketId,
+    /// `Session::allocations` when the packet id was handed out.
+    allocated: u64,
     state: OutState,
     message: Arc<Message>,
     grant: Grant,
@@ -228,6 +230,9 @@ pub struct Session {
     client_packet_max: Option<u32>,
     online: bool,
     next_packet_id: u16,
+    /// Packet ids handed out so far (candidates skipped included): the id of
+    /// allocation `n` is `n % 65,535 + 1`.
+    allocations: u64,
     inflight: VecDeque<Outbound>,
     queue: VecDeque<Queued>,
     /// Inbound QoS 2 packet ids received, awaiting PUBREL.
@@ -247,6 +252,7 @@ impl Session {
             client_packet_max: None,
             online: false,
             next_packet_id: 1,
+            allocations: 0,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             incoming: Vec::new(),
@@ -399,15 +405,24 @@ impl Session {
         self.inflight.len() < usize::from(self.window)
     }
 
-    fn allocate_packet_id(&mut self) -> PacketId {
+    fn allocate_packet_id(&mut self) -> (PacketId, u64) {
         // The window is at most 65,535 so a free id always exists; ids in use are
-        // skipped so a slow ack never collides with a new message.
+        // skipped so a slow ack never collides with a new message. The window is in
+        // allocation order (pushed at the back, removed anywhere), so its front is the
+        // oldest: ids repeat every 65,535 allocations, and unless the front is that
+        // old no id in the window can be the candidate, without looking at them all.
         loop {
             let candidate = PacketId::new(self.next_packet_id);
+            let allocation = self.allocations;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            self.allocations += 1;
             if let Some(id) = candidate {
-                if !self.inflight.iter().any(|o| o.packet_id == id) {
-                    return id;
+                let wrapped = self
+                    .inflight
+                    .front()
+                    .is_some_and(|oldest| allocation - oldest.allocated >= u64::from(u16::MAX));
+                if !wrapped || !self.inflight.iter().any(|o| o.packet_id == id) {
+                    return (id, allocation);
                 }
             }
         }
@@ -421,7 +436,7 @@ impl Session {
         out: &mut BytesMut,
         frames: Option<&mut FrameCache>,
     ) -> Delivery {
-        let packet_id = self.allocate_packet_id();
+        let (packet_id, allocated) = self.allocate_packet_id();
         match write_publish(
             &message,
             &grant,
@@ -436,6 +451,7 @@ impl Session {
             Ok(()) => {
                 self.inflight.push_back(Outbound {
                     packet_id,
+                    allocated,
                     state: OutState::Published,
                     message,
                     grant,
@@ -548,15 +564,20 @@ impl Session {
     /// Acknowledges an inbound QoS 1 (PUBACK) or QoS 2 (PUBREC) PUBLISH.
     /// `matched` false sends MQTT 5 "No matching subscribers".
     pub fn acknowledge(&self, qos: QoS, packet_id: PacketId, matched: bool, out: &mut BytesMut) {
-        let mut response = PubResponse::success(packet_id);
-        if !matched {
-            response.reason = ReasonCode::NoMatchingSubscribers;
-        }
-        let packet = match qos {
-            QoS::ExactlyOnce => Packet::PubRec(response),
-            _ => Packet::PubAck(response),
+        // One per inbound QoS 1/2 message, and always the same few bytes: written
+        // directly, as the codec would write them (test `acknowledgements_are_encoded_as_the_codec_does`).
+        let first = match qos {
+            QoS::ExactlyOnce => (PacketType::PubRec as u8) << 4,
+            _ => (PacketType::PubAck as u8) << 4,
         };
-        write_packet(&packet, self.version, out);
+        let [high, low] = packet_id.get().to_be_bytes();
+        if matched || self.version == ProtocolVersion::V311 {
+            out.extend_from_slice(&[first, 2, high, low]);
+        } else {
+            // The reason, then an empty property length.
+            let reason = ReasonCode::NoMatchingSubscribers.as_u8();
+            out.extend_from_slice(&[first, 4, high, low, reason, 0]);
+        }
     }
 
     /// Refuses an inbound QoS 1/2 PUBLISH the client may not send (MQTT 5: the

@@ -561,3 +561,80 @@ fn backpressure_queues_past_the_limit_while_online_and_reports_congestion() {
         "an offline session never holds publishers"
     );
 }
+
+/// Packet ids run 1..=65,535 and start over; an id still in flight a whole cycle
+/// later (a message never acknowledged) is skipped, and so is every later one while
+/// it stays unacknowledged.
+#[test]
+fn packet_ids_wrap_around_and_skip_one_still_in_flight() {
+    let mut s = session();
+    let mut out = BytesMut::new();
+    s.resume(V311, None, None, T0, &mut out);
+    let mut frames = FrameCache::default();
+    let mut deliver = |s: &mut Session, out: &mut BytesMut| {
+        let delivery = s.deliver(
+            &message(QoS::AtLeastOnce, "m"),
+            grant(QoS::AtLeastOnce),
+            T0,
+            out,
+            false,
+            &mut frames,
+        );
+        assert_eq!(delivery, Delivery::Sent);
+        let ids = publish_ids(&packets(out, V311));
+        assert_eq!(ids.len(), 1);
+        ids[0].0
+    };
+    // Id 1 is never acknowledged; the other slot of the window cycles through the rest.
+    assert_eq!(deliver(&mut s, &mut out), 1);
+    for expected in (2..=65_535u32).chain(2..=10) {
+        let id = deliver(&mut s, &mut out);
+        assert_eq!(u32::from(id), expected);
+        assert!(s
+            .handle_puback(PacketId::new(id).unwrap(), T0, &mut out)
+            .is_empty());
+    }
+    // Acknowledged at last, id 1 is free for the next cycle.
+    assert!(s
+        .handle_puback(PacketId::new(1).unwrap(), T0, &mut out)
+        .is_empty());
+    for expected in (11..=65_535u32).chain(1..=3) {
+        let id = deliver(&mut s, &mut out);
+        assert_eq!(u32::from(id), expected);
+        assert!(s
+            .handle_puback(PacketId::new(id).unwrap(), T0, &mut out)
+            .is_empty());
+    }
+}
+
+/// `Session::acknowledge` writes its PUBACK / PUBREC bytes itself: they must be what
+/// the codec writes for the same packet, in both versions, matched or not.
+#[test]
+fn acknowledgements_are_encoded_as_the_codec_does() {
+    for version in [V311, V5] {
+        let mut s = session();
+        let mut out = BytesMut::new();
+        s.resume(version, None, None, T0, &mut out);
+        out.clear();
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for matched in [true, false] {
+                for id in [1u16, 0x1234, u16::MAX] {
+                    let packet_id = PacketId::new(id).unwrap();
+                    let mut direct = BytesMut::new();
+                    s.acknowledge(qos, packet_id, matched, &mut direct);
+                    let mut response = PubResponse::success(packet_id);
+                    if !matched {
+                        response.reason = ReasonCode::NoMatchingSubscribers;
+                    }
+                    let packet = match qos {
+                        QoS::ExactlyOnce => Packet::PubRec(response),
+                        _ => Packet::PubAck(response),
+                    };
+                    let mut encoded = BytesMut::new();
+                    codec::encode(&packet, version, &mut encoded).unwrap();
+                    assert_eq!(direct, encoded, "{version:?} {qos:?} matched {matched} id {id}");
+                }
+            }
+        }
+    }
+}

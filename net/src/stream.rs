@@ -5,13 +5,16 @@
 //! (`dup`): the reading half owns one, the writing half the other, and each has its
 //! own glommio source. Closing either half with `shutdown` ends the other's wait.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::Poll;
 use std::os::unix::io::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 /// A connection not yet split; it can still move to another shard.
@@ -74,57 +77,31 @@ fn duplicate(stream: &TcpStream) -> io::Result<socket2::Socket> {
     Ok(unsafe { socket2::Socket::from_raw_fd(owned.into_raw_fd()) })
 }
 
-async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-    // What the socket holds already goes straight into the buffer's spare room: under
-    // load nearly every read, and without zeroing up to `chunk` bytes first.
-    if let Some(read) = recv_now(stream, buf, chunk) {
-        return read;
-    }
-    let start = buf.len();
-    buf.resize(start + chunk, 0);
-    let result = match buf.get_mut(start..) {
-        Some(spare) => stream.read(spare).await,
-        None => Ok(0),
-    };
-    let read = *result.as_ref().unwrap_or(&0);
-    buf.truncate(start + read);
-    result
+thread_local! {
+    /// What glommio reads into before the bytes are appended to a connection's buffer.
+    /// One per shard thread, zeroed once: a read then costs a copy of the bytes it
+    /// brought instead of zeroing the whole chunk it asked for (`&mut [u8]` must be
+    /// initialised). Borrowed only inside one poll, never across an await.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One non-blocking `recv(2)` of up to `chunk` bytes into the spare capacity of `buf`;
-/// `None` when the socket has nothing yet (the caller then waits through glommio).
-fn recv_now(stream: &TcpStream, buf: &mut BytesMut, chunk: usize) -> Option<io::Result<usize>> {
-    if chunk == 0 {
-        return Some(Ok(0));
-    }
-    buf.reserve(chunk);
-    let spare = buf.spare_capacity_mut();
-    let want = spare.len().min(chunk);
-    // SAFETY: the descriptor belongs to `stream`, open for the call. The kernel writes
-    // at most `want` bytes, and `want` is within the spare capacity `spare` points at,
-    // which `buf` owns and nothing else references while we hold `&mut buf`. Writing
-    // into uninitialised memory is what `recv` is for.
-    let received = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            want,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if received < 0 {
-        let error = io::Error::last_os_error();
-        return match error.kind() {
-            io::ErrorKind::WouldBlock => None,
-            io::ErrorKind::Interrupted => None,
-            _ => Some(Err(error)),
-        };
-    }
-    let received = received as usize;
-    // SAFETY: `recv` initialised the first `received` (<= `want`) bytes of the spare
-    // capacity, which directly follow the buffer's current contents.
-    unsafe { buf.set_len(buf.len() + received) };
-    Some(Ok(received))
+async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < chunk {
+                scratch.resize(chunk, 0);
+            }
+            let spare = scratch.get_mut(..chunk).unwrap_or_default();
+            match Pin::new(&mut *stream).poll_read(cx, spare) {
+                Poll::Ready(Ok(read)) => {
+                    buf.extend_from_slice(spare.get(..read).unwrap_or_default());
+                    Poll::Ready(Ok(read))
+                }
+                other => other,
+            }
+        })
+    })
+    .await
 }
 
 #[derive(Debug)]

@@ -87,9 +87,9 @@ fn read_timeout_fires() {
     handle.join().unwrap();
 }
 
-/// Reads land in the buffer's spare room byte for byte, never more than the chunk
-/// per read, after what the buffer held; end of stream reads as 0. Exercises both
-/// the immediate `recv` into uninitialised capacity and the wait through glommio.
+/// Reads append to the buffer byte for byte, never more than the chunk per read, after
+/// what the buffer held; end of stream reads as 0. The bytes pass through the shard's
+/// scratch buffer, reads that find data at once and reads that wait alike.
 #[test]
 fn reads_append_exact_bytes_within_the_chunk() {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
