@@ -632,7 +632,10 @@ fn acknowledgements_are_encoded_as_the_codec_does() {
                     };
                     let mut encoded = BytesMut::new();
                     codec::encode(&packet, version, &mut encoded).unwrap();
-                    assert_eq!(direct, encoded, "{version:?} {qos:?} matched {matched} id {id}");
+                    assert_eq!(
+                        direct, encoded,
+                        "{version:?} {qos:?} matched {matched} id {id}"
+                    );
                 }
             }
         }

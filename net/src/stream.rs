@@ -8,9 +8,9 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
+use std::os::unix::io::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::pin::Pin;
 use std::task::Poll;
-use std::os::unix::io::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::time::Duration;
 
 use bytes::BytesMut;

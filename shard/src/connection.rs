@@ -493,6 +493,9 @@ async fn read_loop(
     let max = ctx.limits().packet_size_max;
     let mut chunk = READ_CHUNK_MIN;
     loop {
+        // The clock is read once per batch of PUBLISH packets (it only dates expiry,
+        // in milliseconds), and again after anything that awaited.
+        let mut batch_now = None;
         loop {
             if let Some(reason) = conn.close.get() {
                 return (Ending::Abnormal, reason.describe());
@@ -500,23 +503,28 @@ async fn read_loop(
             match codec::decode(buf, attached.version, max) {
                 // The hot path, without building the `dispatch` future.
                 Ok(Some(Packet::Publish(publish))) => {
+                    let now = *batch_now.get_or_insert_with(crate::state::now);
                     let result = ctx
                         .state
                         .borrow_mut()
-                        .inbound_publish(attached.key, publish);
+                        .inbound_publish(attached.key, publish, now);
                     if let Err(violation) = result {
                         kick(ctx, conn, attached.version, violation, client_id);
                         return (Ending::Abnormal, violation.what);
                     }
                 }
-                Ok(Some(packet)) => match dispatch(ctx, conn, attached, packet).await {
-                    Ok(Next::Continue) => {}
-                    Ok(Next::Stop(ending, why)) => return (ending, why),
-                    Err(violation) => {
-                        kick(ctx, conn, attached.version, violation, client_id);
-                        return (Ending::Abnormal, violation.what);
+                Ok(Some(packet)) => {
+                    // It may await: a PUBLISH after it reads the clock again.
+                    batch_now = None;
+                    match dispatch(ctx, conn, attached, packet).await {
+                        Ok(Next::Continue) => {}
+                        Ok(Next::Stop(ending, why)) => return (ending, why),
+                        Err(violation) => {
+                            kick(ctx, conn, attached.version, violation, client_id);
+                            return (Ending::Abnormal, violation.what);
+                        }
                     }
-                },
+                }
                 Ok(None) => break,
                 Err(error) => {
                     let violation = Violation {
@@ -620,7 +628,11 @@ async fn dispatch(
     let key = attached.key;
     match packet {
         // Normally taken by `read_loop` before it builds this future.
-        Packet::Publish(publish) => ctx.state.borrow_mut().inbound_publish(key, publish)?,
+        Packet::Publish(publish) => {
+            ctx.state
+                .borrow_mut()
+                .inbound_publish(key, publish, crate::state::now())?
+        }
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
             ctx.state.borrow_mut().outbound_ack(key, &packet);
         }

@@ -792,8 +792,8 @@ impl Shard {
         &mut self,
         key: SessionKey,
         publish: Publish,
+        now: Timestamp,
     ) -> Result<(), Violation> {
-        let now = now();
         let qos = publish.qos;
         self.stats.received(qos);
         let Some(slot) = self.sessions.get_mut(&key) else {
