@@ -791,9 +791,11 @@ fn write_publish(
 }
 
 /// The encoded PUBLISH of one message in each form its subscribers receive it in, so
-/// a message fanned out to many sessions is encoded once per form (protocol version,
-/// QoS, RETAIN flag) instead of once per session. A QoS 1/2 frame is stored with a
-/// placeholder packet id that each copy overwrites.
+/// a message with properties (or an expiry to count down) fanned out to many sessions
+/// is encoded once per form (protocol version, QoS, RETAIN flag) instead of once per
+/// session. A QoS 1/2 frame is stored with a placeholder packet id that each copy
+/// overwrites. A message without properties is cheaper to write straight from its
+/// topic and payload than to copy from here, and bypasses the cache.
 ///
 /// The cache belongs to one message at one instant: it empties itself when asked for
 /// another message or another `now` (the remaining expiry may differ), and holds the
