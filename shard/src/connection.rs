@@ -513,6 +513,18 @@ async fn read_loop(
                         return (Ending::Abnormal, violation.what);
                     }
                 }
+                Ok(Some(
+                    packet @ (Packet::PubAck(_)
+                    | Packet::PubRec(_)
+                    | Packet::PubComp(_)
+                    | Packet::PubRel(_)),
+                )) => {
+                    // As hot as PUBLISH under QoS 1/2, and as synchronous.
+                    let now = *batch_now.get_or_insert_with(crate::state::now);
+                    ctx.state
+                        .borrow_mut()
+                        .outbound_ack(attached.key, &packet, now);
+                }
                 Ok(Some(packet)) => {
                     // It may await: a PUBLISH after it reads the clock again.
                     batch_now = None;
@@ -633,8 +645,11 @@ async fn dispatch(
                 .borrow_mut()
                 .inbound_publish(key, publish, crate::state::now())?
         }
+        // Normally taken by `read_loop` too.
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
-            ctx.state.borrow_mut().outbound_ack(key, &packet);
+            ctx.state
+                .borrow_mut()
+                .outbound_ack(key, &packet, crate::state::now());
         }
         Packet::Subscribe(subscribe) => {
             let plan = ctx.state.borrow_mut().subscribe(key, subscribe)?;

@@ -1383,17 +1383,17 @@ impl Shard {
     }
 
     /// Client acknowledgements of outbound QoS 1/2 messages.
-    pub(crate) fn outbound_ack(&mut self, key: SessionKey, packet: &Packet) {
-        let now = now();
+    pub(crate) fn outbound_ack(&mut self, key: SessionKey, packet: &Packet, now: Timestamp) {
         let Some(slot) = self.sessions.get_mut(&key) else {
             return;
         };
         let Some(conn) = slot.conn.clone() else {
             return;
         };
-        let dropped = {
+        let (dropped, wrote) = {
             let mut out = conn.out.borrow_mut();
-            match packet {
+            let before = out.len();
+            let dropped = match packet {
                 Packet::PubAck(ack) => slot.session.handle_puback(ack.packet_id, now, &mut out),
                 Packet::PubRec(rec) => slot.session.handle_pubrec(rec, now, &mut out),
                 Packet::PubComp(comp) => slot.session.handle_pubcomp(comp.packet_id, now, &mut out),
@@ -1402,9 +1402,13 @@ impl Shard {
                     Vec::new()
                 }
                 _ => Vec::new(),
-            }
+            };
+            (dropped, out.len() != before)
         };
-        conn.wake.notify();
+        // Most acks only free a slot of the window: the writer has nothing new then.
+        if wrote {
+            conn.wake.notify();
+        }
         for reason in dropped {
             self.stats.dropped(reason);
         }
