@@ -755,13 +755,16 @@ fn write_publish(
             retain: grant.retain,
             packet_id,
         };
-        let len = codec::bare_publish_len(header, &message.topic, &message.payload, version);
+        let start = out.len();
+        let len =
+            codec::encode_bare_publish(header, &message.topic, &message.payload, version, out)
+                .map_err(|_: EncodeError| DropReason::TooLarge)?;
+        // Rarely too large for the client: taken back off then, as below.
         if client_packet_max.is_some_and(|max| len > max as usize) {
+            out.truncate(start);
             return Err(DropReason::TooLarge);
         }
-        return codec::encode_bare_publish(header, &message.topic, &message.payload, version, out)
-            .map(drop)
-            .map_err(|_: EncodeError| DropReason::TooLarge);
+        return Ok(());
     }
     if let Some(frames) = frames.filter(|_| !dup && grant.subscription_ids.is_empty()) {
         let frame = frames.frame(message, grant, version, now)?;

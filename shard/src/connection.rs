@@ -13,9 +13,10 @@ use bytestring::ByteString;
 use ringmq_core::codec::{self, DecodeError};
 use ringmq_core::packet::{
     ConnAck, ConnAckProperties, Disconnect, DisconnectProperties, Packet, ProtocolVersion,
+    Subscribe,
 };
 use ringmq_core::reason::ReasonCode;
-use ringmq_core::session::{write_packet, Violation};
+use ringmq_core::session::{write_packet, Timestamp, Violation};
 use ringmq_core::topic;
 use ringmq_net::transport::{Transport, TransportLimits, WsSettings};
 use ringmq_net::{ReadHalf, Stream, WriteHalf};
@@ -479,6 +480,8 @@ impl Input<'_> {
 
 enum Next {
     Continue,
+    /// Checked and planned; the caller awaits the other shards (`subscribe_and_wait`).
+    Subscribe(Subscribe),
     Stop(Ending, &'static str),
 }
 
@@ -493,43 +496,29 @@ async fn read_loop(
     let max = ctx.limits().packet_size_max;
     let mut chunk = READ_CHUNK_MIN;
     loop {
-        // The clock is read once per batch of PUBLISH packets (it only dates expiry,
-        // in milliseconds), and again after anything that awaited.
+        // The clock is read once per batch of packets (it dates expiry and acks, in
+        // milliseconds), and again after anything that awaited.
         let mut batch_now = None;
         loop {
             if let Some(reason) = conn.close.get() {
                 return (Ending::Abnormal, reason.describe());
             }
             match codec::decode(buf, attached.version, max) {
-                // The hot path, without building the `dispatch` future.
-                Ok(Some(Packet::Publish(publish))) => {
-                    let now = *batch_now.get_or_insert_with(crate::state::now);
-                    let result = ctx
-                        .state
-                        .borrow_mut()
-                        .inbound_publish(attached.key, publish, now);
-                    if let Err(violation) = result {
-                        kick(ctx, conn, attached.version, violation, client_id);
-                        return (Ending::Abnormal, violation.what);
-                    }
-                }
-                Ok(Some(
-                    packet @ (Packet::PubAck(_)
-                    | Packet::PubRec(_)
-                    | Packet::PubComp(_)
-                    | Packet::PubRel(_)),
-                )) => {
-                    // As hot as PUBLISH under QoS 1/2, and as synchronous.
-                    let now = *batch_now.get_or_insert_with(crate::state::now);
-                    ctx.state
-                        .borrow_mut()
-                        .outbound_ack(attached.key, &packet, now);
-                }
                 Ok(Some(packet)) => {
-                    // It may await: a PUBLISH after it reads the clock again.
-                    batch_now = None;
-                    match dispatch(ctx, conn, attached, packet).await {
-                        Ok(Next::Continue) => {}
+                    let now = *batch_now.get_or_insert_with(crate::state::now);
+                    let next = match dispatch(ctx, conn, attached, packet, now) {
+                        // The one packet that awaits (the other shards' answers):
+                        // whatever follows it reads the clock again.
+                        Ok(Next::Subscribe(subscribe)) => {
+                            batch_now = None;
+                            subscribe_and_wait(ctx, conn, attached, subscribe)
+                                .await
+                                .map(|()| Next::Continue)
+                        }
+                        next => next,
+                    };
+                    match next {
+                        Ok(Next::Continue | Next::Subscribe(_)) => {}
                         Ok(Next::Stop(ending, why)) => return (ending, why),
                         Err(violation) => {
                             kick(ctx, conn, attached.version, violation, client_id);
@@ -631,59 +620,22 @@ fn protocol_error(what: &'static str) -> Violation {
     }
 }
 
-async fn dispatch(
+/// Handles one packet from the client without awaiting, so the per-message path
+/// builds no future; a SUBSCRIBE comes back to be awaited.
+fn dispatch(
     ctx: &Rc<ShardCtx>,
     conn: &Rc<ConnHandle>,
     attached: Attached,
     packet: Packet,
+    now: Timestamp,
 ) -> Result<Next, Violation> {
     let key = attached.key;
     match packet {
-        // Normally taken by `read_loop` before it builds this future.
-        Packet::Publish(publish) => {
-            ctx.state
-                .borrow_mut()
-                .inbound_publish(key, publish, crate::state::now())?
-        }
-        // Normally taken by `read_loop` too.
+        Packet::Publish(publish) => ctx.state.borrow_mut().inbound_publish(key, publish, now)?,
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PubRel(_) => {
-            ctx.state
-                .borrow_mut()
-                .outbound_ack(key, &packet, crate::state::now());
+            ctx.state.borrow_mut().outbound_ack(key, &packet, now);
         }
-        Packet::Subscribe(subscribe) => {
-            let plan = ctx.state.borrow_mut().subscribe(key, subscribe)?;
-            let remote = if ctx.shards > 1 {
-                // The query travels behind the interest updates on every ring, so
-                // when all shards have answered, all of them route to this client.
-                let filters = plan.retained_filters();
-                let (token, done) = {
-                    let mut state = ctx.state.borrow_mut();
-                    let waiter = state.new_waiter(ctx.shards - 1);
-                    for shard in (0..ctx.shards).filter(|&s| s != ctx.id) {
-                        state.outbox.push((
-                            shard,
-                            ShardMsg::Query {
-                                token: waiter.0,
-                                from: ctx.id as u16,
-                                filters: filters.clone(),
-                            },
-                        ));
-                    }
-                    waiter
-                };
-                let _ = token;
-                ctx.flush().await;
-                glommio::timer::timeout(SUBSCRIBE_WAIT, async { Ok(done.wait().await) })
-                    .await
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            ctx.state
-                .borrow_mut()
-                .finish_subscribe(key, conn.generation, plan, remote);
-        }
+        Packet::Subscribe(subscribe) => return Ok(Next::Subscribe(subscribe)),
         Packet::Unsubscribe(unsubscribe) => ctx.state.borrow_mut().unsubscribe(key, unsubscribe),
         Packet::PingReq => conn.write(&Packet::PingResp, attached.version),
         Packet::Disconnect(disconnect) => {
@@ -701,6 +653,49 @@ async fn dispatch(
         }
     }
     Ok(Next::Continue)
+}
+
+/// A SUBSCRIBE: checked and planned here, then, with more than one shard, the
+/// retained messages of the other shards are awaited before the SUBACK.
+async fn subscribe_and_wait(
+    ctx: &Rc<ShardCtx>,
+    conn: &Rc<ConnHandle>,
+    attached: Attached,
+    subscribe: Subscribe,
+) -> Result<(), Violation> {
+    let key = attached.key;
+    let plan = ctx.state.borrow_mut().subscribe(key, subscribe)?;
+    let remote = if ctx.shards > 1 {
+        // The query travels behind the interest updates on every ring, so
+        // when all shards have answered, all of them route to this client.
+        let filters = plan.retained_filters();
+        let (token, done) = {
+            let mut state = ctx.state.borrow_mut();
+            let waiter = state.new_waiter(ctx.shards - 1);
+            for shard in (0..ctx.shards).filter(|&s| s != ctx.id) {
+                state.outbox.push((
+                    shard,
+                    ShardMsg::Query {
+                        token: waiter.0,
+                        from: ctx.id as u16,
+                        filters: filters.clone(),
+                    },
+                ));
+            }
+            waiter
+        };
+        let _ = token;
+        ctx.flush().await;
+        glommio::timer::timeout(SUBSCRIBE_WAIT, async { Ok(done.wait().await) })
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    ctx.state
+        .borrow_mut()
+        .finish_subscribe(key, conn.generation, plan, remote);
+    Ok(())
 }
 
 /// Writes whatever collects in the connection's output buffer, all of it per write

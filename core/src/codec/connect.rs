@@ -3,7 +3,7 @@
 use super::property::{
     decode_connack_properties, decode_connect_properties, decode_will_properties,
 };
-use super::publish::{check_encodable_topic, check_topic_name};
+use super::publish::check_encodable_topic;
 use super::read::Reader;
 use super::write::{put_properties, Sink};
 use super::{DecodeError, EncodeError};
@@ -58,8 +58,10 @@ pub(crate) fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
             ProtocolVersion::V5 => decode_will_properties(r)?,
             ProtocolVersion::V311 => Default::default(),
         };
-        let topic = r.string()?;
-        check_topic_name(&topic)?;
+        let topic = r.topic_name()?;
+        if topic.is_empty() {
+            return Err(DecodeError::TopicNameInvalid("empty topic name"));
+        }
         Some(Will {
             topic,
             payload: r.binary()?,

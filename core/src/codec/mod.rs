@@ -27,7 +27,7 @@ use crate::limits::{REMAINING_LENGTH_MAX, VARINT_BYTES_MAX};
 use crate::packet::{Packet, PacketType, ProtocolVersion};
 use crate::reason::{ReasonCode, ReasonKind};
 
-pub use publish::{bare_publish_len, encode_bare_publish, encode_publish, publish_len, BareHeader};
+pub use publish::{encode_bare_publish, encode_publish, publish_len, BareHeader};
 pub use write::Sink;
 
 /// Why bytes from a peer were refused. `Incomplete` is not here: a partial frame is

@@ -13,17 +13,6 @@ use crate::packet::{LazyProperties, PacketId, ProtocolVersion, Publish, QoS};
 const DUP: u8 = 0b1000;
 const RETAIN: u8 = 0b0001;
 
-/// A topic name a PUBLISH or will may carry: not empty, no wildcard (3.3.2.1).
-pub(crate) fn check_topic_name(topic: &str) -> Result<(), DecodeError> {
-    if topic.is_empty() {
-        return Err(DecodeError::TopicNameInvalid("empty topic name"));
-    }
-    if topic.bytes().any(|b| b == b'+' || b == b'#') {
-        return Err(DecodeError::TopicNameInvalid("wildcard in a topic name"));
-    }
-    Ok(())
-}
-
 pub(crate) fn decode_publish(
     flags: u8,
     r: &mut Reader,
@@ -63,14 +52,35 @@ pub(crate) fn decode_publish(
 
 /// The flag bits of a PUBLISH fixed header.
 pub(crate) fn flags(publish: &Publish) -> u8 {
-    let mut flags = publish.qos.as_u8() << 1;
-    if publish.dup {
+    header_flags(publish.qos, publish.dup, publish.retain)
+}
+
+fn header_flags(qos: QoS, dup: bool, retain: bool) -> u8 {
+    let mut flags = qos.as_u8() << 1;
+    if dup {
         flags |= DUP;
     }
-    if publish.retain {
+    if retain {
         flags |= RETAIN;
     }
     flags
+}
+
+/// A packet id exactly at QoS 1 and 2, DUP only there.
+fn check_header(qos: QoS, packet_id: Option<PacketId>, dup: bool) -> Result<(), EncodeError> {
+    match (qos, packet_id) {
+        (QoS::AtMostOnce, Some(_)) => {
+            return Err(EncodeError::Invalid("QoS 0 PUBLISH with a packet id"))
+        }
+        (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
+            return Err(EncodeError::Invalid("QoS 1/2 PUBLISH without a packet id"))
+        }
+        _ => {}
+    }
+    if dup && qos == QoS::AtMostOnce {
+        return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
+    }
+    Ok(())
 }
 
 /// A topic name the decoder on the other side will accept (apart from emptiness,
@@ -88,18 +98,7 @@ pub(crate) fn validate_publish(
     publish: &Publish,
     version: ProtocolVersion,
 ) -> Result<(), EncodeError> {
-    match (publish.qos, publish.packet_id) {
-        (QoS::AtMostOnce, Some(_)) => {
-            return Err(EncodeError::Invalid("QoS 0 PUBLISH with a packet id"))
-        }
-        (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
-            return Err(EncodeError::Invalid("QoS 1/2 PUBLISH without a packet id"))
-        }
-        _ => {}
-    }
-    if publish.dup && publish.qos == QoS::AtMostOnce {
-        return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
-    }
+    check_header(publish.qos, publish.packet_id, publish.dup)?;
     check_encodable_topic(&publish.topic)?;
     let alias = version == ProtocolVersion::V5 && publish.properties.topic_alias.is_some();
     if publish.topic.is_empty() && !alias {
@@ -170,16 +169,6 @@ impl BareHeader {
     }
 }
 
-/// The bytes [`encode_bare_publish`] would write.
-pub fn bare_publish_len(
-    header: BareHeader,
-    topic: &str,
-    payload: &[u8],
-    version: ProtocolVersion,
-) -> usize {
-    write::frame_len(header.body_len(topic.len(), payload.len(), version))
-}
-
 /// Appends a PUBLISH without properties from borrowed parts: the broker's common
 /// outbound case, with no [`Publish`] built and no counting pass. `topic` must be a
 /// topic name that passed the decoder (every topic the broker routes did): only its
@@ -195,14 +184,7 @@ pub fn encode_bare_publish(
         check_encodable_topic(topic).is_ok(),
         "unchecked topic {topic:?}"
     );
-    if (header.qos == QoS::AtMostOnce) == header.packet_id.is_some() {
-        return Err(EncodeError::Invalid(
-            "a packet id must be present exactly for QoS 1 and 2",
-        ));
-    }
-    if header.dup && header.qos == QoS::AtMostOnce {
-        return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
-    }
+    check_header(header.qos, header.packet_id, header.dup)?;
     if topic.is_empty() {
         return Err(EncodeError::Invalid("PUBLISH without a topic"));
     }
@@ -212,15 +194,8 @@ pub fn encode_bare_publish(
         return Err(EncodeError::TooLarge(body_len));
     }
     let frame_len = write::frame_len(body_len);
-    let mut flags = (3 << 4) | (header.qos.as_u8() << 1);
-    if header.dup {
-        flags |= DUP;
-    }
-    if header.retain {
-        flags |= RETAIN;
-    }
     buf.reserve(frame_len);
-    buf.put_u8(flags);
+    buf.put_u8((3 << 4) | header_flags(header.qos, header.dup, header.retain));
     Sink::put_varint(buf, body_len);
     buf.put_u16(topic_len);
     buf.extend_from_slice(topic.as_bytes());

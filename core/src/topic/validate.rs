@@ -109,29 +109,31 @@ impl<'a> Filter<'a> {
 /// wildcard, no U+0000, at most `levels_max` levels. Empty levels (`a//b`, `/a`) are valid.
 pub fn validate_topic_name(name: &str, levels_max: usize) -> Result<(), TopicError> {
     let kind = TopicKind::Name;
-    // Refuses U+0000 anywhere first.
     check_length(name, kind)?;
-    // '/', '+' and '#' never occur inside a multi-byte UTF-8 sequence, so bytes
-    // suffice; memchr scans a word or a vector at a time. Of a wildcard and too many
-    // levels, the one further left is reported.
-    let bytes = name.as_bytes();
-    let special = memchr::memchr2(b'+', b'#', bytes);
-    let before = bytes.get(..special.unwrap_or(bytes.len())).unwrap_or(bytes);
-    // More than `levels_max - 1` separators is too many levels.
-    if memchr::memchr_iter(b'/', before)
-        .nth(levels_max.saturating_sub(1))
-        .is_some()
-    {
+    // One pass over the bytes: U+0000 is the only character whose UTF-8 holds a 0 byte,
+    // and '/', '+', '#' never occur inside a multi-byte sequence.
+    let mut levels = 1usize;
+    for byte in name.bytes() {
+        match byte {
+            0 => return Err(TopicError::NullCharacter { kind }),
+            b'+' | b'#' => {
+                return Err(TopicError::WildcardInName {
+                    wildcard: char::from(byte),
+                })
+            }
+            b'/' => {
+                levels += 1;
+                if levels > levels_max {
+                    return Err(TopicError::TooManyLevels { kind, levels_max });
+                }
+            }
+            _ => {}
+        }
+    }
+    if levels > levels_max {
         return Err(TopicError::TooManyLevels { kind, levels_max });
     }
-    match special.and_then(|at| bytes.get(at)) {
-        Some(&wildcard) => Err(TopicError::WildcardInName {
-            wildcard: char::from(wildcard),
-        }),
-        // Every name has a level.
-        None if levels_max == 0 => Err(TopicError::TooManyLevels { kind, levels_max }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Checks a plain topic filter: non-empty, at most 65535 bytes, no U+0000, `+` and `#`
@@ -216,7 +218,7 @@ fn check_length(topic: &str, kind: TopicKind) -> Result<(), TopicError> {
             len_bytes: topic.len(),
         });
     }
-    if memchr::memchr(0, topic.as_bytes()).is_some() {
+    if topic.as_bytes().contains(&0) {
         return Err(TopicError::NullCharacter { kind });
     }
     Ok(())
