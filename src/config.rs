@@ -312,7 +312,7 @@ impl Default for Settings {
             ring_capacity: limits.ring_capacity,
             max_sessions: limits.sessions_max,
             max_retained_messages: limits.retained_max,
-            queue_full_policy: QueueFullPolicy::Drop,
+            queue_full_policy: QueueFullPolicy::Backpressure,
             connect_timeout: limits.connect_timeout.as_secs(),
             write_timeout: limits.write_timeout.as_secs(),
             sys_interval: 10,

@@ -1,6 +1,7 @@
 //! What a subscriber's full queue does to QoS 1 messages, per `queue_full_policy`:
 //! "backpressure" holds the publisher back and loses nothing; "drop" keeps the
-//! publisher going and drops what does not fit.
+//! publisher going and drops what does not fit. Without the key it is
+//! "backpressure": an acknowledged message is not lost to a slow subscriber.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod harness;
@@ -19,15 +20,19 @@ fn publish_batch(publisher: &mut TcpStream, first_id: u16, count: u16) {
 }
 
 /// Runs the scenario; returns (PUBACKs of batch 2 seen while the subscriber was
-/// stalled, messages the subscriber got in the end).
-fn scenario(policy: &str) -> (usize, usize) {
+/// stalled, messages the subscriber got in the end). `None`: the default policy.
+fn scenario(policy: Option<&str>) -> (usize, usize) {
+    let mut envs = vec![
+        ("RINGMQ_MAX_QUEUED_MESSAGES", "5"),
+        ("RINGMQ_MAX_INFLIGHT", "2"),
+    ];
+    if let Some(policy) = policy {
+        envs.push(("RINGMQ_QUEUE_FULL_POLICY", policy));
+    }
+    let policy = policy.unwrap_or("default");
     let broker = Broker::start_with_env(
         &["--shards", "1", "--sys-interval", "0", "--log", "warn"],
-        &[
-            ("RINGMQ_QUEUE_FULL_POLICY", policy),
-            ("RINGMQ_MAX_QUEUED_MESSAGES", "5"),
-            ("RINGMQ_MAX_INFLIGHT", "2"),
-        ],
+        &envs,
     );
     let port = broker.port();
     let mut subscriber = blocking::connect_ok(port, "slow-sub");
@@ -71,7 +76,7 @@ fn scenario(policy: &str) -> (usize, usize) {
 
 #[test]
 fn backpressure_holds_the_publisher_and_loses_nothing() {
-    let (stalled_acks, received) = scenario("backpressure");
+    let (stalled_acks, received) = scenario(Some("backpressure"));
     assert_eq!(
         stalled_acks, 0,
         "the publisher is not read while the subscriber is congested"
@@ -84,7 +89,7 @@ fn backpressure_holds_the_publisher_and_loses_nothing() {
 
 #[test]
 fn drop_keeps_the_publisher_going_and_drops_the_overflow() {
-    let (stalled_acks, received) = scenario("drop");
+    let (stalled_acks, received) = scenario(Some("drop"));
     assert_eq!(stalled_acks, 30, "the publisher is never held back");
     assert!(
         received < 60,
@@ -93,5 +98,15 @@ fn drop_keeps_the_publisher_going_and_drops_the_overflow() {
     assert!(
         received >= 7,
         "the window and the queue were delivered: got {received}"
+    );
+}
+
+#[test]
+fn by_default_a_slow_subscriber_loses_nothing() {
+    let (stalled_acks, received) = scenario(None);
+    assert_eq!(stalled_acks, 0, "the default holds the publisher back");
+    assert_eq!(
+        received, 60,
+        "every acknowledged message reaches the subscriber"
     );
 }
