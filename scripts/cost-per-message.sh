@@ -19,6 +19,11 @@
 #   io_uring performs for the broker without a system call of their own). The
 #   broker runs at full speed here. (Hardware counters such as instructions:u are
 #   not available on this VM; tracepoints are.)
+# - wakes: the cost of a message when every message wakes the broker, as in the
+#   latency cases: QoS 1 pairs at a fixed --wake-rate (default 10,000 msg/s in
+#   total), `perf stat` on the broker's CPU time (task-clock) and on the system
+#   calls by name (the tracepoints syscalls:sys_enter_<call> of the calls these
+#   brokers make), so the summary shows where a woken broker's time goes.
 #
 # Writes DIR/cost/<broker>-<tool>-<count>.json (the counts, read by `ringmq-bench
 # compare`), and in DIR/cost/raw/ the bench's JSON report and a .txt with its
@@ -26,8 +31,9 @@
 # functions that executed the most instructions in the larger callgrind run.
 #
 # Usage: scripts/cost-per-message.sh [--peers] [--brokers LIST] [--out DIR]
-#            [--counts N1,N2] [--perf-counts N1,N2] [--pairs N] [--mqtt 3|5] [--quick]
-#            [--tools callgrind,perf] [--broker-cpu N] [--bench-cpu N]
+#            [--counts N1,N2] [--perf-counts N1,N2] [--wake-counts N1,N2] [--wake-rate R]
+#            [--pairs N] [--mqtt 3|5] [--quick] [--tools callgrind,perf,wakes]
+#            [--broker-cpu N] [--bench-cpu N]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,9 +41,11 @@ BROKERS=(ringmq)
 OUT=""
 COUNTS="40000,120000"
 PERF_COUNTS="400000,1200000"
+WAKE_COUNTS="30000,90000"
+WAKE_RATE=10000
 PAIRS=100
 MQTT_VERSION=5
-TOOLS="callgrind,perf"
+TOOLS="callgrind,perf,wakes"
 BROKER_CPU=0
 BENCH_CPU=1
 # valgrind starts a broker in seconds, not milliseconds.
@@ -57,10 +65,12 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --counts) COUNTS=$2; shift 2 ;;
         --perf-counts) PERF_COUNTS=$2; shift 2 ;;
+        --wake-counts) WAKE_COUNTS=$2; shift 2 ;;
+        --wake-rate) WAKE_RATE=$2; shift 2 ;;
         --pairs) PAIRS=$2; shift 2 ;;
         --mqtt) MQTT_VERSION=$2; shift 2 ;;
         --tools) TOOLS=$2; shift 2 ;;
-        --quick) COUNTS="10000,30000"; PERF_COUNTS="100000,300000"; shift ;;
+        --quick) COUNTS="10000,30000"; PERF_COUNTS="100000,300000"; WAKE_COUNTS="10000,30000"; shift ;;
         --broker-cpu) BROKER_CPU=$2; shift 2 ;;
         --bench-cpu) BENCH_CPU=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
@@ -69,8 +79,10 @@ while [ $# -gt 0 ]; do
 done
 IFS=, read -r -a COUNT_LIST <<<"$COUNTS"
 IFS=, read -r -a PERF_COUNT_LIST <<<"$PERF_COUNTS"
+IFS=, read -r -a WAKE_COUNT_LIST <<<"$WAKE_COUNTS"
 [ "${#COUNT_LIST[@]}" -ge 2 ] || die "--counts needs two counts, e.g. 40000,120000"
 [ "${#PERF_COUNT_LIST[@]}" -ge 2 ] || die "--perf-counts needs two counts"
+[ "${#WAKE_COUNT_LIST[@]}" -ge 2 ] || die "--wake-counts needs two counts"
 
 cd "$ROOT"
 # shellcheck source=scripts/brokers.sh
@@ -84,11 +96,19 @@ need() {
     command -v "$1" >/dev/null || die "$1 is missing (apt package $2)"
 }
 [[ "$TOOLS" == *callgrind* ]] && need valgrind valgrind
-[[ "$TOOLS" == *perf* ]] && need perf linux-perf
+[[ "$TOOLS" == *perf* || "$TOOLS" == *wakes* ]] && need perf linux-perf
 PERF_EVENTS="raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,io_uring:io_uring_submit_req"
-if [[ "$TOOLS" == *perf* ]] && ! perf stat -x, -e "$PERF_EVENTS" -- true >/dev/null 2>&1; then
-    die "perf cannot read the tracepoints $PERF_EVENTS here (needs root or kernel.perf_event_paranoid <= -1, and tracefs)"
-fi
+# The calls ringmq (glommio), Mosquitto (epoll) and rumqttd (tokio) make per message.
+WAKE_CALLS=(io_uring_enter recvfrom sendto read write readv writev recvmsg sendmsg
+    epoll_wait epoll_pwait epoll_ctl membarrier rt_sigprocmask futex)
+WAKE_EVENTS="task-clock,raw_syscalls:sys_enter$(printf ',syscalls:sys_enter_%s' "${WAKE_CALLS[@]}")"
+for tool_events in "perf:$PERF_EVENTS" "wakes:$WAKE_EVENTS"; do
+    tool=${tool_events%%:*}
+    events=${tool_events#*:}
+    if [[ "$TOOLS" == *"$tool"* ]] && ! perf stat -x, -e "$events" -- true >/dev/null 2>&1; then
+        die "perf cannot read the events $events here (needs root or kernel.perf_event_paranoid <= -1, and tracefs)"
+    fi
+done
 
 HOST=$(hostname -s 2>/dev/null || hostname)
 OUT=${OUT:-"$ROOT/perf-results/$(date -u +%Y-%m-%d)-$HOST"}
@@ -114,12 +134,19 @@ measure() {
     case "$tool" in
         callgrind) BROKER_WRAP=(valgrind --tool=callgrind --callgrind-out-file="$raw") ;;
         perf) BROKER_WRAP=(perf stat -x "," -o "$raw" -e "$PERF_EVENTS" --) ;;
+        wakes) BROKER_WRAP=(perf stat -x "," -o "$raw" -e "$WAKE_EVENTS" --) ;;
     esac
+    # The wake cost is QoS 1 at a fixed rate; the others QoS 0 flat out.
+    local load=(--qos 0) what="QoS 0 pairs at max rate"
+    if [ "$tool" = wakes ]; then
+        load=(--qos 1 --total-rate "$WAKE_RATE")
+        what="QoS 1 pairs at $WAKE_RATE msgs/s"
+    fi
     start_broker "$broker"
-    echo "== $name: $count messages over $PAIRS QoS 0 pairs against $broker at $BROKER_ADDR"
+    echo "== $name: $count messages over $PAIRS $what against $broker at $BROKER_ADDR"
     local rc=0 t0
     t0=$(date +%s)
-    timeout "$BENCH_LIMIT_S" "$BENCH" pairs --pairs "$PAIRS" --qos 0 --mqtt "$MQTT_VERSION" \
+    timeout "$BENCH_LIMIT_S" "$BENCH" pairs --pairs "$PAIRS" "${load[@]}" --mqtt "$MQTT_VERSION" \
         --messages "$count" --warmup 0 --duration "$SEND_LIMIT_S" --drain 60 --keep-alive 65535 \
         --cpus "$BENCH_CPU" --host "$BROKER_ADDR" --label "$broker/cost-$tool" --json \
         >"$report" 2>"$log" || rc=$?
@@ -159,6 +186,18 @@ measure() {
             [ -n "$sys" ] || die "$name: no perf counts in $raw"
             fields="\"syscalls\":$sys,\"io_uring_enter\":${enter:-0},\"sqes\":${sqes:-0}"
             ;;
+        wakes)
+            local sys cpu_ms calls="" call n
+            sys=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$raw")
+            cpu_ms=$(awk -F, '$3 == "task-clock" { print $1 }' "$raw")
+            [ -n "$sys" ] && [ -n "$cpu_ms" ] || die "$name: no perf counts in $raw"
+            for call in "${WAKE_CALLS[@]}"; do
+                n=$(awk -F, -v e="syscalls:sys_enter_$call" '$3 == e { print $1 }' "$raw")
+                case "$n" in ''|0|*[!0-9]*) continue ;; esac
+                calls="$calls${calls:+,}\"$call\":$n"
+            done
+            fields="\"syscalls\":$sys,\"cpu_ms\":$cpu_ms,\"calls\":{$calls}"
+            ;;
     esac
     printf '{"broker":"%s","tool":"%s","messages":%s,"sent":%s,"delivered":%s,"seconds":%s,%s}\n' \
         "$broker" "$tool" "$count" "${sent:-0}" "$delivered" "$(( $(date +%s) - t0 ))" "$fields" \
@@ -172,6 +211,7 @@ for broker in "${BROKERS[@]}"; do
     for tool in "${tools[@]}"; do
         counts=("${COUNT_LIST[@]}")
         [ "$tool" = perf ] && counts=("${PERF_COUNT_LIST[@]}")
+        [ "$tool" = wakes ] && counts=("${WAKE_COUNT_LIST[@]}")
         for count in "${counts[@]}"; do
             measure "$broker" "$tool" "$count"
         done
@@ -179,4 +219,4 @@ for broker in "${BROKERS[@]}"; do
 done
 BROKER_WRAP=()
 echo "cost-per-message: done in $(( $(date +%s) - started )) s; per message:"
-"$BENCH" compare --results "$OUT" | sed -n '/^## Cost per delivered message/,/^## /p' | sed '$d'
+"$BENCH" compare --results "$OUT" | sed -n '/^## Cost per delivered message/,/^## Plots/p' | sed '$d'

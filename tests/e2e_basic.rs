@@ -619,3 +619,57 @@ async fn a_repeated_qos2_publish_before_pubrel_is_delivered_once() {
         sub.expect_no_publish(QUIET).await;
     }
 }
+
+/// A publisher that keeps publishing to one topic has its route memoized; every
+/// change of subscriptions, on its own shard or another, must show in the next
+/// message as if the tries were walked afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_publishes_follow_every_subscription_change() {
+    let broker = Broker::start();
+    let mut publisher = broker.v5(&broker.id_on("memo-pub", 0)).await;
+    let mut same = broker.v5(&broker.id_on("memo-same", 0)).await;
+    let mut other = broker.v5(&broker.id_on("memo-other", 1)).await;
+    let mut member = broker.v5(&broker.id_on("memo-member", 0)).await;
+    let q = Qos::AtLeastOnce;
+
+    // Nobody subscribes yet: the (empty) answer is what gets memoized.
+    for _ in 0..3 {
+        publisher.publish("memo/t", q, false, "nobody").await;
+    }
+    same.subscribe("memo/t", q).await;
+    publisher.publish("memo/t", q, false, "1").await;
+    assert_eq!(same.recv().await.payload.as_ref(), b"1");
+
+    other.subscribe("memo/#", q).await;
+    publisher.publish("memo/t", q, false, "2").await;
+    assert_eq!(same.recv().await.payload.as_ref(), b"2");
+    assert_eq!(other.recv().await.payload.as_ref(), b"2", "another shard");
+
+    member.subscribe("$share/g/memo/t", q).await;
+    for n in ["3", "4"] {
+        publisher.publish("memo/t", q, false, n).await;
+        assert_eq!(member.recv().await.payload.as_ref(), n.as_bytes());
+        assert_eq!(same.recv().await.payload.as_ref(), n.as_bytes());
+        assert_eq!(other.recv().await.payload.as_ref(), n.as_bytes());
+    }
+
+    same.unsubscribe("memo/t").await;
+    member.unsubscribe("$share/g/memo/t").await;
+    publisher.publish("memo/t", q, false, "5").await;
+    assert_eq!(other.recv().await.payload.as_ref(), b"5");
+
+    // No Local on a memoized topic: the publisher's own subscription is skipped,
+    // another client's is not.
+    let mut own = mq5::Filter::new("memo/t", q);
+    own.nolocal = true;
+    publisher.subscribe_filters(vec![own], None).await;
+    let mut plain = mq5::Filter::new("memo/t", q);
+    plain.nolocal = true;
+    same.subscribe_filters(vec![plain], None).await;
+    publisher.publish("memo/t", q, false, "6").await;
+    assert_eq!(same.recv().await.payload.as_ref(), b"6");
+    assert_eq!(other.recv().await.payload.as_ref(), b"6");
+    publisher.expect_no_publish(QUIET).await;
+    same.expect_no_publish(QUIET).await;
+    member.expect_no_publish(QUIET).await;
+}

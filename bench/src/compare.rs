@@ -166,12 +166,12 @@ impl Verdict {
     }
 }
 
-fn instructions(c: &Cost) -> Option<u64> {
-    c.instructions
+fn instructions(c: &Cost) -> Option<f64> {
+    c.instructions.map(|n| n as f64)
 }
 
-fn syscalls(c: &Cost) -> Option<u64> {
-    c.syscalls
+fn syscalls(c: &Cost) -> Option<f64> {
+    c.syscalls.map(|n| n as f64)
 }
 
 impl Target {
@@ -424,6 +424,7 @@ pub fn render(matrix: &Matrix, costs: &[Cost], plots: &[String]) -> String {
     }
     out.push('\n');
     cost_table(&mut out, costs, &brokers);
+    wake_table(&mut out, costs, &brokers);
     if !plots.is_empty() {
         let _ = writeln!(out, "## Plots\n");
         for p in plots {
@@ -518,7 +519,10 @@ fn connect_table(out: &mut String, matrix: &Matrix) {
 
 fn cost_table(out: &mut String, costs: &[Cost], brokers: &[String]) {
     let _ = writeln!(out, "## Cost per delivered message (QoS 0 pairs)\n");
-    if costs.is_empty() {
+    if !costs
+        .iter()
+        .any(|c| c.tool == "callgrind" || c.tool == "perf")
+    {
         let _ = writeln!(
             out,
             "Not measured in this folder: `scripts/cost-per-message.sh --out DIR` adds it.\n"
@@ -540,20 +544,14 @@ fn cost_table(out: &mut String, costs: &[Cost], brokers: &[String]) {
         "| broker | instructions / msg | system calls / msg | io_uring_enter / msg | SQEs / msg | deliveries in the difference (callgrind; perf) |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
-    let mut names: Vec<&str> = brokers.iter().map(String::as_str).collect();
-    for c in costs {
-        if !names.contains(&c.broker.as_str()) {
-            names.push(&c.broker);
-        }
-    }
-    for b in names {
+    for b in broker_names(costs, brokers) {
         let ins = per_message(costs, b, "callgrind", instructions);
         let sys = per_message(costs, b, "perf", syscalls);
         if ins.is_none() && sys.is_none() {
             continue;
         }
-        let enter = per_message(costs, b, "perf", |c| c.io_uring_enter);
-        let sqes = per_message(costs, b, "perf", |c| c.sqes);
+        let enter = per_message(costs, b, "perf", |c| c.io_uring_enter.map(|n| n as f64));
+        let sqes = per_message(costs, b, "perf", |c| c.sqes.map(|n| n as f64));
         // A count that does not grow with messages can come out a hair below zero.
         let per = |p: Option<results::PerMessage>| {
             p.map_or("-".into(), |p| format!("{:.3}", p.value.max(0.0)))
@@ -567,6 +565,81 @@ fn cost_table(out: &mut String, costs: &[Cost], brokers: &[String]) {
             per(sqes),
             ins.map_or("-".into(), |p| p.delivered_delta.to_string()),
             sys.map_or("-".into(), |p| p.delivered_delta.to_string()),
+        );
+    }
+    out.push('\n');
+}
+
+/// The matrix's brokers, then any other broker with cost measurements.
+fn broker_names<'a>(costs: &'a [Cost], brokers: &'a [String]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = brokers.iter().map(String::as_str).collect();
+    for c in costs {
+        if !names.contains(&c.broker.as_str()) {
+            names.push(&c.broker);
+        }
+    }
+    names
+}
+
+/// Where a broker's time goes when every message wakes it (the latency cases).
+fn wake_table(out: &mut String, costs: &[Cost], brokers: &[String]) {
+    if !costs.iter().any(|c| c.tool == "wakes") {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Cost of a woken broker (QoS 1 pairs at a fixed rate)
+"
+    );
+    let _ = writeln!(
+        out,
+        "At this rate every message wakes the broker, as in the latency cases, so the \
+         cost of going to sleep and waking up is part of every message. `perf stat` on \
+         the broker: its CPU time (`task-clock`) and its system calls by name \
+         (`syscalls:sys_enter_<call>`), as the difference of two fixed-count runs per \
+         delivered message (cost/*-wakes-*.json).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| broker | CPU us / msg | system calls / msg | the calls / msg |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for b in broker_names(costs, brokers) {
+        let Some(cpu) = per_message(costs, b, "wakes", |c| c.cpu_ms.map(|ms| ms * 1000.0)) else {
+            continue;
+        };
+        let sys = per_message(costs, b, "wakes", syscalls);
+        let mut names: Vec<&str> = costs
+            .iter()
+            .filter(|c| c.broker == b && c.tool == "wakes")
+            .flat_map(|c| c.calls.keys().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut calls: Vec<(&str, f64)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let per = per_message(costs, b, "wakes", |c| {
+                    Some(c.calls.get(name).copied().unwrap_or(0) as f64)
+                })?;
+                (per.value >= 0.05).then_some((name, per.value))
+            })
+            .collect();
+        calls.sort_by(|x, y| y.1.total_cmp(&x.1));
+        let calls: Vec<String> = calls
+            .iter()
+            .map(|(name, per)| format!("{name} {per:.2}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {b} | {:.1} | {} | {} |",
+            cpu.value.max(0.0),
+            sys.map_or("-".into(), |p| format!("{:.2}", p.value.max(0.0))),
+            if calls.is_empty() {
+                "-".into()
+            } else {
+                calls.join(", ")
+            },
         );
     }
     out.push('\n');
@@ -733,6 +806,8 @@ mod tests {
             syscalls: (syscalls > 0).then_some(syscalls),
             io_uring_enter: None,
             sqes: None,
+            cpu_ms: None,
+            calls: Default::default(),
         };
         let costs = vec![
             cost("ringmq", 1000, 1_000_000, 0),
@@ -780,5 +855,53 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("Not measured in this folder"));
+    }
+
+    #[test]
+    fn the_wake_table_breaks_the_cost_down_by_call() {
+        let wake = |broker: &str, delivered: u64, cpu_ms: f64, calls: &[(&str, u64)]| Cost {
+            broker: broker.into(),
+            tool: "wakes".into(),
+            messages: delivered,
+            delivered,
+            instructions: None,
+            syscalls: Some(calls.iter().map(|(_, n)| n).sum()),
+            io_uring_enter: None,
+            sqes: None,
+            cpu_ms: Some(cpu_ms),
+            calls: calls.iter().map(|(k, n)| ((*k).to_string(), *n)).collect(),
+        };
+        let costs = vec![
+            wake(
+                "ringmq",
+                1000,
+                500.0,
+                &[("io_uring_enter", 2000), ("recvfrom", 100)],
+            ),
+            wake(
+                "ringmq",
+                3000,
+                900.0,
+                &[("io_uring_enter", 6000), ("recvfrom", 4100)],
+            ),
+            // A call seen in one run only counts as 0 in the other.
+            wake("mosquitto", 1000, 300.0, &[("epoll_wait", 1000)]),
+            wake(
+                "mosquitto",
+                2000,
+                350.0,
+                &[("epoll_wait", 2000), ("read", 2000)],
+            ),
+        ];
+        let table = render(&matrix(), &costs, &[]);
+        assert!(
+            table.contains("| ringmq | 200.0 | 4.00 | io_uring_enter 2.00, recvfrom 2.00 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| mosquitto | 50.0 | 3.00 | read 2.00, epoll_wait 1.00 |"),
+            "{table}"
+        );
+        assert!(!render(&matrix(), &[], &[]).contains("woken broker"));
     }
 }

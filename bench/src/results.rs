@@ -228,6 +228,12 @@ pub struct Cost {
     /// perf: `io_uring:io_uring_submit_req`, one per submitted SQE.
     #[serde(default)]
     pub sqes: Option<u64>,
+    /// wakes: the broker's CPU time (`task-clock`) in milliseconds.
+    #[serde(default)]
+    pub cpu_ms: Option<f64>,
+    /// wakes: `syscalls:sys_enter_<call>` by call name, calls made at least once.
+    #[serde(default)]
+    pub calls: BTreeMap<String, u64>,
 }
 
 /// A cost per delivered message of one broker, by the difference of its smallest
@@ -245,9 +251,9 @@ pub fn per_message(
     costs: &[Cost],
     broker: &str,
     tool: &str,
-    pick: fn(&Cost) -> Option<u64>,
+    pick: impl Fn(&Cost) -> Option<f64>,
 ) -> Option<PerMessage> {
-    let mut runs: Vec<(&Cost, u64)> = costs
+    let mut runs: Vec<(&Cost, f64)> = costs
         .iter()
         .filter(|c| c.broker == broker && c.tool == tool)
         .filter_map(|c| Some((c, pick(c)?)))
@@ -258,7 +264,7 @@ pub fn per_message(
     if delivered_delta == 0 {
         return None;
     }
-    let counted = large.1 as f64 - small.1 as f64;
+    let counted = large.1 - small.1;
     Some(PerMessage {
         value: counted / delivered_delta as f64,
         delivered_delta,
@@ -348,6 +354,8 @@ mod tests {
             syscalls: None,
             io_uring_enter: None,
             sqes: None,
+            cpu_ms: None,
+            calls: BTreeMap::new(),
         }
     }
 
@@ -359,14 +367,14 @@ mod tests {
             cost("ringmq", 100_000, 150_000_000),
             cost("mosquitto", 100_000, 1),
         ];
-        let pick: fn(&Cost) -> Option<u64> = |c| c.instructions;
+        let pick = |c: &Cost| c.instructions.map(|n| n as f64);
         let per = per_message(&costs, "ringmq", "callgrind", pick).unwrap();
         assert_eq!(per.value, 1000.0);
         assert_eq!(per.delivered_delta, 200_000);
         // One run is not a difference.
         assert_eq!(per_message(&costs, "mosquitto", "callgrind", pick), None);
         assert_eq!(per_message(&costs, "ringmq", "perf", pick), None);
-        let pick_syscalls: fn(&Cost) -> Option<u64> = |c| c.syscalls;
+        let pick_syscalls = |c: &Cost| c.syscalls.map(|n| n as f64);
         assert_eq!(
             per_message(&costs, "ringmq", "callgrind", pick_syscalls),
             None

@@ -677,3 +677,37 @@ fn decoded_publish_borrows_the_read_buffer() {
     assert!(range.contains(&(publish.payload.as_ptr() as usize)));
     assert!(range.contains(&(publish.topic.as_bytes().as_ptr() as usize)));
 }
+
+#[test]
+fn short_acks_decode_in_place_as_the_general_path_does() {
+    for first in [0x40u8, 0x50, 0x62, 0x70] {
+        for version in [V311, V5] {
+            for id in [1u16, 0x1234, 0xFFFF] {
+                let [high, low] = id.to_be_bytes();
+                let mut buf = BytesMut::from(&[first, 2, high, low, 0xC0, 0x00][..]);
+                let fast = codec::decode(&mut buf, version, MAX).unwrap();
+                assert_eq!(&buf[..], &[0xC0, 0x00], "only the ack was consumed");
+                let header = codec::check(&[first, 2, high, low], MAX).unwrap().unwrap();
+                let general = codec::decode_body(
+                    header,
+                    bytes::Bytes::copy_from_slice(&[high, low]),
+                    version,
+                )
+                .unwrap();
+                assert_eq!(fast, Some(general), "{first:#04x} {version:?} id {id}");
+            }
+        }
+        let mut zero = BytesMut::from(&[first, 2, 0, 0][..]);
+        assert!(
+            codec::decode(&mut zero, V5, MAX).is_err(),
+            "{first:#04x}: packet id 0"
+        );
+    }
+    // Wrong PUBREL flags are still refused by the fixed header check.
+    let mut bad = BytesMut::from(&[0x60u8, 2, 0, 1][..]);
+    assert!(codec::decode(&mut bad, V5, MAX).is_err());
+    // A partial short ack is incomplete and left alone.
+    let mut partial = BytesMut::from(&[0x40u8, 2, 0][..]);
+    assert_eq!(codec::decode(&mut partial, V5, MAX).unwrap(), None);
+    assert_eq!(partial.len(), 3);
+}

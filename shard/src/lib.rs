@@ -7,6 +7,7 @@
 //! - `connection`: CONNECT handshake, hand-over to the owning shard, reader and
 //!   writer tasks;
 //! - `state`: a shard's sessions, tries and retained partition, and routing;
+//! - `routes`: a memo of what the tries answered for recent topics;
 //! - `ring`: what travels between shards, and which shard owns a client id;
 //! - [`security`]: the password file, ACL and failed-login limiter in force, and
 //!   the login decision of a CONNECT;
@@ -18,13 +19,15 @@
 //! Data path: a PUBLISH is matched once against the local trie (this shard's
 //! subscribers) and once against the interest table (which other shards have
 //! subscribers, and the members of share groups); one `Arc` of the message goes to
-//! each interested shard over its ring, which fans out to its own subscribers.
+//! each interested shard over its ring, which fans out to its own subscribers. Both
+//! answers are memoized per topic while their trie is unchanged.
 
 pub mod config;
 mod connection;
 pub mod control;
 mod notify;
 mod ring;
+mod routes;
 mod runtime;
 pub mod security;
 mod state;

@@ -33,6 +33,7 @@ use crate::config::Limits;
 use crate::control::{ClientDetail, ClientInfo, Control, SubscriptionInfo};
 use crate::notify::{Event, Notify, OneShot};
 use crate::ring::{owner_of, InterestKey, ShardMsg};
+use crate::routes::{RouteCache, Shards};
 use crate::security::{Login, SecurityRules};
 use crate::stats::ShardStats;
 use ringmq_auth::SubscribeDecision;
@@ -133,10 +134,17 @@ impl ConnHandle {
 }
 
 /// A plain subscription in the local trie.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct LocalSub {
     options: SubscriptionOptions,
     id: Option<NonZeroU32>,
+}
+
+impl LocalSub {
+    #[cfg(test)]
+    pub(crate) fn new(options: SubscriptionOptions, id: Option<NonZeroU32>) -> LocalSub {
+        LocalSub { options, id }
+    }
 }
 
 struct Slot {
@@ -246,6 +254,8 @@ pub(crate) struct Shard {
     /// Messages for other shards, sent by the running task when its borrow ends.
     pub outbox: Vec<(usize, ShardMsg)>,
     matches: Vec<(SessionKey, LocalSub)>,
+    /// What the tries answered for recent topics, while they are unchanged.
+    routes: RouteCache,
     offline_out: BytesMut,
     /// Encoded frames of the message being fanned out, shared by its subscribers.
     frames: FrameCache,
@@ -283,6 +293,7 @@ impl Shard {
             timers: BinaryHeap::new(),
             outbox: Vec::new(),
             matches: Vec::new(),
+            routes: RouteCache::default(),
             offline_out: BytesMut::new(),
             frames: FrameCache::default(),
             sample_countdown: 1,
@@ -863,44 +874,26 @@ impl Shard {
         if message.retain {
             self.retain(&message);
         }
-        let mut matched = self.deliver_plain(&message, now);
+        let slot = self.routes.slot_of(&message.topic);
+        let mut matched = self.deliver_local(&message, slot, now);
 
-        let id = self.id;
-        let mut remote_shards: u128 = 0;
-        let mut overflow_shards: Vec<u16> = Vec::new();
+        let version = self.interest.version();
+        let cached = slot.and_then(|slot| self.routes.shards(slot, &message.topic, version));
         let mut picks: Vec<(ByteString, u16, SessionKey)> = Vec::new();
-        let cursors = &mut self.cursors;
-        self.interest
-            .for_each_match(&message.topic, |hit| match hit {
-                Match::Plain {
-                    key: InterestKey::Shard(shard),
-                    ..
-                } => {
-                    if shard < 128 {
-                        remote_shards |= 1u128 << shard;
-                    } else {
-                        overflow_shards.push(shard);
-                    }
+        let shards = match cached {
+            Some(shards) if !shards.shared => shards.clone(),
+            _ => {
+                let shards = self.walk_interest(&message.topic, &mut picks);
+                if let Some(slot) = slot {
+                    self.routes
+                        .set_shards(slot, &message.topic, version, &shards);
                 }
-                Match::Plain { .. } => {}
-                Match::Shared {
-                    filter, members, ..
-                } => {
-                    let cursor = match cursors.get_mut(filter) {
-                        Some(cursor) => cursor,
-                        None => cursors.entry(ByteString::from(filter)).or_insert(0),
-                    };
-                    let index = *cursor % members.len().max(1);
-                    *cursor = cursor.wrapping_add(1);
-                    if let Some((InterestKey::Member(shard, member), _)) = members.get(index) {
-                        picks.push((ByteString::from(filter), shard, member));
-                    }
-                }
-            });
-        overflow_shards.sort_unstable();
-        overflow_shards.dedup();
+                shards
+            }
+        };
+        let id = self.id;
         // The set bits only: a walk over all 128 was a third of a message's cost.
-        let mut bits = remote_shards;
+        let mut bits = shards.first_128;
         let first_128 = std::iter::from_fn(move || {
             (bits != 0).then(|| {
                 let shard = bits.trailing_zeros() as u16;
@@ -908,7 +901,7 @@ impl Shard {
                 shard
             })
         });
-        for shard in first_128.chain(overflow_shards) {
+        for shard in first_128.chain(shards.overflow) {
             if shard != id {
                 matched = true;
                 self.outbox
@@ -933,22 +926,85 @@ impl Shard {
         matched
     }
 
-    /// Delivers to this shard's plain subscribers, one copy per session (the
-    /// highest QoS of its matching subscriptions, all their identifiers).
-    pub(crate) fn deliver_plain(&mut self, message: &Arc<Message>, now: Timestamp) -> bool {
-        let mut matches = std::mem::take(&mut self.matches);
-        matches.clear();
-        self.local.for_each_match(&message.topic, |hit| {
-            if let Match::Plain { key, value } = hit {
-                if !(value.options.no_local && message.origin == Some(key)) {
-                    matches.push((key, value.clone()));
+    /// The shards with interest in `topic` from the interest table, and one member
+    /// of each matching share group in `picks` (round robin per group).
+    fn walk_interest(
+        &mut self,
+        topic: &str,
+        picks: &mut Vec<(ByteString, u16, SessionKey)>,
+    ) -> Shards {
+        let mut shards = Shards::default();
+        let cursors = &mut self.cursors;
+        self.interest.for_each_match(topic, |hit| match hit {
+            Match::Plain {
+                key: InterestKey::Shard(shard),
+                ..
+            } => {
+                if shard < 128 {
+                    shards.first_128 |= 1u128 << shard;
+                } else {
+                    shards.overflow.push(shard);
+                }
+            }
+            Match::Plain { .. } => {}
+            Match::Shared {
+                filter, members, ..
+            } => {
+                shards.shared = true;
+                let cursor = match cursors.get_mut(filter) {
+                    Some(cursor) => cursor,
+                    None => cursors.entry(ByteString::from(filter)).or_insert(0),
+                };
+                let index = *cursor % members.len().max(1);
+                *cursor = cursor.wrapping_add(1);
+                if let Some((InterestKey::Member(shard, member), _)) = members.get(index) {
+                    picks.push((ByteString::from(filter), shard, member));
                 }
             }
         });
-        let matched = !matches.is_empty();
-        if matches.len() > 1 {
-            matches.sort_unstable_by_key(|(key, _)| *key);
+        shards.overflow.sort_unstable();
+        shards.overflow.dedup();
+        shards
+    }
+
+    /// Delivers to this shard's plain subscribers, one copy per session (the
+    /// highest QoS of its matching subscriptions, all their identifiers).
+    pub(crate) fn deliver_plain(&mut self, message: &Arc<Message>, now: Timestamp) -> bool {
+        let slot = self.routes.slot_of(&message.topic);
+        self.deliver_local(message, slot, now)
+    }
+
+    /// [`Shard::deliver_plain`] with the topic's memo slot already found.
+    fn deliver_local(
+        &mut self,
+        message: &Arc<Message>,
+        slot: Option<usize>,
+        now: Timestamp,
+    ) -> bool {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        let version = self.local.version();
+        match slot.and_then(|slot| self.routes.local(slot, &message.topic, version)) {
+            Some(cached) => matches.extend_from_slice(cached),
+            None => {
+                self.local.for_each_match(&message.topic, |hit| {
+                    if let Match::Plain { key, value } = hit {
+                        matches.push((key, *value));
+                    }
+                });
+                if matches.len() > 1 {
+                    matches.sort_unstable_by_key(|(key, _)| *key);
+                }
+                if let Some(slot) = slot {
+                    self.routes
+                        .set_local(slot, &message.topic, version, &matches);
+                }
+            }
         }
+        if let Some(origin) = message.origin {
+            matches.retain(|(key, sub)| !(sub.options.no_local && *key == origin));
+        }
+        let matched = !matches.is_empty();
         let mut index = 0;
         while let Some((key, first)) = matches.get(index) {
             let key = *key;

@@ -24,7 +24,7 @@ mod write;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::limits::{REMAINING_LENGTH_MAX, VARINT_BYTES_MAX};
-use crate::packet::{Packet, PacketType, ProtocolVersion};
+use crate::packet::{Packet, PacketId, PacketType, ProtocolVersion, PubResponse};
 use crate::reason::{ReasonCode, ReasonKind};
 
 pub use publish::{encode_bare_publish, encode_publish, publish_len, BareHeader};
@@ -189,11 +189,42 @@ pub fn decode(
     if buf.len() < header.frame_len() {
         return Ok(None);
     }
+    if let Some(packet) = short_pub_response(header, buf)? {
+        return Ok(Some(packet));
+    }
     let mut body = buf.split_to(header.frame_len()).freeze();
     // `advance` moves the start without a reference-count round trip, as a
     // `split_off` of the header would.
     body.advance(header.header_len);
     decode_body(header, body, version).map(Some)
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP of just a packet id (success, no properties;
+/// the same in both versions) is every other packet of a QoS 1/2 flow: it is read
+/// in place and consumed, without taking the frame out as shared bytes. `Ok(None)`
+/// for any other frame. `buf` holds the whole frame.
+fn short_pub_response(
+    header: FrameHeader,
+    buf: &mut BytesMut,
+) -> Result<Option<Packet>, DecodeError> {
+    if header.remaining_len != 2 {
+        return Ok(None);
+    }
+    let wrap: fn(PubResponse) -> Packet = match header.packet_type {
+        PacketType::PubAck => Packet::PubAck,
+        PacketType::PubRec => Packet::PubRec,
+        PacketType::PubRel => Packet::PubRel,
+        PacketType::PubComp => Packet::PubComp,
+        _ => return Ok(None),
+    };
+    // Two bytes of remaining length have a one-byte header: the id is at 2..4.
+    let Some(&[high, low]) = buf.get(2..4) else {
+        return Ok(None);
+    };
+    let packet_id = PacketId::new(u16::from_be_bytes([high, low]))
+        .ok_or(DecodeError::Malformed("packet identifier 0"))?;
+    buf.advance(4);
+    Ok(Some(wrap(PubResponse::success(packet_id))))
 }
 
 /// Decodes the body of a frame whose fixed header is `header`.

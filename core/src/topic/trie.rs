@@ -108,6 +108,7 @@ pub struct SubscriptionTrie<K, V> {
     len: usize,
     filter_count: usize,
     node_count: usize,
+    version: u64,
 }
 
 impl<K, V> fmt::Debug for SubscriptionTrie<K, V> {
@@ -134,7 +135,15 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
             len: 0,
             filter_count: 0,
             node_count: 0,
+            version: 0,
         }
+    }
+
+    /// Changes with every [`insert`](Self::insert) and [`remove`](Self::remove) call,
+    /// whatever it did: a match result taken at one version holds while it is
+    /// unchanged, so callers may keep it.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Number of (filter, key) entries.
@@ -160,6 +169,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// existing subscription, which keeps its place in a share group. A filter
     /// `$share/{group}/{f}` makes `key` a member of share group `group` on `f`.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> InsertOutcome<V> {
+        self.version = self.version.wrapping_add(1);
         let (group, path) = group_and_path(filter);
         let mut node = &mut self.root;
         for level in path.split('/') {
@@ -191,6 +201,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
     /// Unsubscribes `key` from `filter`; `None` if it was not subscribed. Nodes left
     /// without subscribers or children are freed at once.
     pub fn remove(&mut self, filter: &str, key: K) -> Option<RemoveOutcome<V>> {
+        self.version = self.version.wrapping_add(1);
         let (group, path) = group_and_path(filter);
         // Nodes below the deepest ancestor that keeps a reason to exist are pruned if the
         // target ends up empty: they form a chain with nothing else on it.
