@@ -300,8 +300,10 @@ impl<'a> Publisher<'a> {
         Ok(())
     }
 
+    /// `timer` is armed for the start of the window.
     async fn send_until_stop(&mut self, link: &mut Link, timer: &mut Timer) -> Result<()> {
         let qos = self.template.qos;
+        let mut armed_ns = self.window.start_ns;
         loop {
             let now = now_ns();
             let sent_all = u64::from(self.next_seq) >= self.quota;
@@ -343,7 +345,12 @@ impl<'a> Publisher<'a> {
                     .min(self.window.stop_ns),
                 _ => self.window.stop_ns,
             };
-            timer.reset(clock::until(wake_at));
+            // Re-arming costs a timer-table removal and insertion: only when the
+            // deadline moved (at max rate it is the stop time throughout).
+            if wake_at != armed_ns {
+                timer.reset(clock::until(wake_at));
+                armed_ns = wake_at;
+            }
             match link.step(Some(timer), None).await? {
                 Wake::Read => {
                     self.refused += handle_acks(link, &mut self.ids, qos)?;
