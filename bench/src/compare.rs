@@ -423,6 +423,9 @@ pub fn render(matrix: &Matrix, costs: &[Cost], plots: &[String]) -> String {
         );
     }
     out.push('\n');
+    if let Some(note) = wake_gap_note(matrix, costs) {
+        let _ = writeln!(out, "{note}\n");
+    }
     cost_table(&mut out, costs, &brokers);
     wake_table(&mut out, costs, &brokers);
     if !plots.is_empty() {
@@ -579,6 +582,41 @@ fn broker_names<'a>(costs: &'a [Cost], brokers: &'a [String]) -> Vec<&'a str> {
         }
     }
     names
+}
+
+/// When a latency target is missed and the wake cost was measured: where the time
+/// goes, in one sentence pointing at the table.
+fn wake_gap_note(matrix: &Matrix, costs: &[Cost]) -> Option<String> {
+    let missed: Vec<String> = TARGETS
+        .iter()
+        .filter(|t| matches!(t, Target::Latency { .. }))
+        .map(|t| t.check(matrix, costs))
+        .filter(|c| matches!(c.verdict, Verdict::NotMet(_)))
+        .map(|c| c.target.split(':').next().unwrap_or_default().to_string())
+        .collect();
+    if missed.is_empty() {
+        return None;
+    }
+    let cpu = |b: &str| per_message(costs, b, "wakes", |c| c.cpu_ms.map(|ms| ms * 1000.0));
+    let ours = cpu(SUBJECT)?;
+    let peers: Vec<String> = matrix
+        .brokers()
+        .iter()
+        .filter(|b| b.as_str() != SUBJECT)
+        .filter_map(|b| Some(format!("{b} {:.1}", cpu(b)?.value)))
+        .collect();
+    Some(format!(
+        "Latency targets not met: {}. At these rates every message wakes the broker; a \
+         woken ringmq spent {:.1} us of CPU per message ({}), see the cost of a woken \
+         broker below for the system calls behind it.",
+        missed.join(", "),
+        ours.value,
+        if peers.is_empty() {
+            "no peer measured".to_string()
+        } else {
+            format!("us per message: {}", peers.join(", "))
+        }
+    ))
 }
 
 /// Where a broker's time goes when every message wakes it (the latency cases).
@@ -903,5 +941,11 @@ mod tests {
             "{table}"
         );
         assert!(!render(&matrix(), &[], &[]).contains("woken broker"));
+        assert!(
+            table.contains(
+                "a woken ringmq spent 200.0 us of CPU per message (us per message: mosquitto 50.0)"
+            ),
+            "{table}"
+        );
     }
 }
