@@ -143,6 +143,7 @@ impl RouteCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ringmq_core::packet::SubscriptionOptions;
