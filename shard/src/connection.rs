@@ -498,10 +498,18 @@ async fn read_loop(
     // The last read filled its chunk: the socket may hold more, and the next read
     // would complete without waiting.
     let mut more_waiting = false;
+    // Cleared when a wait for a congested subscriber gave up at the write timeout:
+    // the rest of what was read then goes through (and past the queue limit, is
+    // dropped) instead of waiting that long again per message.
+    let mut hold_for_congestion = true;
     loop {
         // The clock is read once per batch of packets (it dates expiry and acks, in
         // milliseconds), and again after anything that awaited.
         let mut batch_now = None;
+        // A PUBLISH left a subscriber congested (backpressure): the rest of the
+        // batch waits in the buffer until it drains, so many publishers reading
+        // large batches at once cannot overrun its queue.
+        let mut congested = false;
         loop {
             if let Some(reason) = conn.close.get() {
                 return (Ending::Abnormal, reason.describe());
@@ -521,7 +529,12 @@ async fn read_loop(
                         next => next,
                     };
                     match next {
-                        Ok(Next::Continue | Next::Subscribe(_)) => {}
+                        Ok(Next::Continue | Next::Subscribe(_)) => {
+                            if hold_for_congestion && ctx.state.borrow().has_congested() {
+                                congested = true;
+                                break;
+                            }
+                        }
                         Ok(Next::Stop(ending, why)) => return (ending, why),
                         Err(violation) => {
                             kick(ctx, conn, attached.version, violation, client_id);
@@ -542,7 +555,13 @@ async fn read_loop(
             }
         }
         ctx.flush().await;
-        crate::runtime::wait_for_congestion(ctx).await;
+        if !crate::runtime::wait_for_congestion(ctx).await {
+            hold_for_congestion = false;
+        }
+        if congested {
+            // Whole packets may still be in the buffer: decode them before reading.
+            continue;
+        }
         // A read of a socket that always has data completes without waiting, so a
         // client that publishes flat out would keep the shard to itself: give the
         // other connections their turn after a batch that filled the read. After a
@@ -569,6 +588,7 @@ async fn read_loop(
             Read::Bytes(n) => {
                 ctx.stats.bytes_received.add(n as u64);
                 more_waiting = n >= chunk;
+                hold_for_congestion = true;
                 chunk = next_chunk(chunk, n);
             }
             Read::TimedOut => {

@@ -144,10 +144,11 @@ impl ShardCtx {
 /// Under the backpressure policy: waits until the sessions the last work left
 /// congested have drained below their limit, at most the write timeout (a client
 /// that reads but never acknowledges must not hold its publishers forever).
-pub(crate) async fn wait_for_congestion(ctx: &ShardCtx) {
+/// False when it gave up at the timeout.
+pub(crate) async fn wait_for_congestion(ctx: &ShardCtx) -> bool {
     let congested = ctx.state.borrow_mut().take_congested();
     if congested.is_empty() {
-        return;
+        return true;
     }
     let drained = Rc::clone(&ctx.state.borrow().drained);
     let deadline = Instant::now() + ctx.limits().write_timeout;
@@ -157,7 +158,7 @@ pub(crate) async fn wait_for_congestion(ctx: &ShardCtx) {
                 sessions = congested.len(),
                 "subscribers stayed congested; releasing publishers"
             );
-            return;
+            return false;
         };
         let _ = glommio::timer::timeout(left, async {
             drained.wait().await;
@@ -165,6 +166,7 @@ pub(crate) async fn wait_for_congestion(ctx: &ShardCtx) {
         })
         .await;
     }
+    true
 }
 
 /// Drains one peer's queue onto its ring, waiting for room.
@@ -513,7 +515,7 @@ pub fn start(config: BrokerConfig) -> Result<Running, StartError> {
                         handle_ring(&ctx, msg);
                         // Not taking more from this ring fills it, which holds
                         // the publishers on the other shard.
-                        wait_for_congestion(&ctx).await;
+                        let _ = wait_for_congestion(&ctx).await;
                     }
                 })
                 .detach();

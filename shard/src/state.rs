@@ -1471,6 +1471,12 @@ impl Shard {
         self.drained.notify_all();
     }
 
+    /// Whether the work since the last [`Shard::take_congested`] left a session
+    /// congested: the reader stops taking packets until it drains.
+    pub(crate) fn has_congested(&self) -> bool {
+        !self.congested.is_empty()
+    }
+
     /// The sessions the work since the last call left congested.
     pub(crate) fn take_congested(&mut self) -> Vec<SessionKey> {
         std::mem::take(&mut self.congested)

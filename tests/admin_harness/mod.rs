@@ -116,6 +116,22 @@ impl Ringmq {
                         ));
                     }
                 }
+                // Stdout closed without a ready line: the broker is exiting. Its
+                // stderr says why once the reader has every line.
+                Err(mpsc::RecvTimeoutError::Disconnected) if Instant::now() < deadline => {
+                    while Instant::now() < deadline {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            let _ = stderr_reader.join();
+                            return Err(format!(
+                                "ringmq exited ({status}) before it was ready:\n{}",
+                                all_lines(&stderr).join("\n")
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let _ = child.kill();
+                    return Err("stdout closed, no exit".into());
+                }
                 Err(_) => {
                     let _ = child.kill();
                     return Err(format!(
