@@ -19,10 +19,9 @@ fn publish_batch(publisher: &mut TcpStream, first_id: u16, count: u16) {
     publisher.write_all(&bytes).unwrap();
 }
 
-/// Runs the scenario: 60 QoS 1 messages pipelined to a subscriber that reads none
-/// yet; returns (PUBACKs the publisher got while the subscriber was stalled,
-/// messages the subscriber got in the end, acknowledging as it reads). `None`: the default policy.
-fn scenario(policy: Option<&str>) -> (usize, usize) {
+/// A broker with a window of 2 and a queue of 5 per session, `policy` or the
+/// default, and a QoS 1 subscriber of `q/t` that reads nothing yet.
+fn broker_and_subscriber(policy: Option<&str>, client_id: &str) -> (Broker, TcpStream) {
     let mut envs = vec![
         ("RINGMQ_MAX_QUEUED_MESSAGES", "5"),
         ("RINGMQ_MAX_INFLIGHT", "2"),
@@ -34,8 +33,7 @@ fn scenario(policy: Option<&str>) -> (usize, usize) {
         &["--shards", "1", "--sys-interval", "0", "--log", "warn"],
         &envs,
     );
-    let port = broker.port();
-    let mut subscriber = blocking::connect_ok(port, "slow-sub");
+    let mut subscriber = blocking::connect_ok(broker.port(), client_id);
     subscriber
         .write_all(&raw::subscribe(4, 1, &[("q/t", 1)], &raw::Props::new()))
         .unwrap();
@@ -44,18 +42,15 @@ fn scenario(policy: Option<&str>) -> (usize, usize) {
         Some(0x90),
         "SUBACK"
     );
-    let mut publisher = blocking::connect_ok(port, "fast-pub");
+    (broker, subscriber)
+}
 
-    publish_batch(&mut publisher, 1, 30);
-    publish_batch(&mut publisher, 31, 30);
-    let stalled_acks = blocking::read_until_quiet(&mut publisher, Duration::from_millis(700)).len();
-
-    // The subscriber catches up: it acknowledges every message as it arrives.
-    subscriber
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
+/// The subscriber catches up: it acknowledges every message as it arrives, until
+/// `quiet` passes with nothing new. Returns how many it got.
+fn catch_up(subscriber: &mut TcpStream, quiet: Duration) -> usize {
+    subscriber.set_read_timeout(Some(quiet)).unwrap();
     let mut received = 0;
-    while let Some((kind, body)) = blocking::read_packet(&mut subscriber) {
+    while let Some((kind, body)) = blocking::read_packet(subscriber) {
         if kind & 0xF0 == 0x30 {
             received += 1;
             let id = u16::from_be_bytes([body[5], body[6]]);
@@ -64,6 +59,19 @@ fn scenario(policy: Option<&str>) -> (usize, usize) {
                 .unwrap();
         }
     }
+    received
+}
+
+/// Runs the scenario: 60 QoS 1 messages pipelined to a subscriber that reads none
+/// yet; returns (PUBACKs the publisher got while the subscriber was stalled,
+/// messages the subscriber got in the end, acknowledging as it reads). `None`: the default policy.
+fn scenario(policy: Option<&str>) -> (usize, usize) {
+    let (broker, mut subscriber) = broker_and_subscriber(policy, "slow-sub");
+    let mut publisher = blocking::connect_ok(broker.port(), "fast-pub");
+    publish_batch(&mut publisher, 1, 30);
+    publish_batch(&mut publisher, 31, 30);
+    let stalled_acks = blocking::read_until_quiet(&mut publisher, Duration::from_millis(700)).len();
+    let received = catch_up(&mut subscriber, Duration::from_millis(700));
     (stalled_acks, received)
 }
 
@@ -111,45 +119,16 @@ fn by_default_a_slow_subscriber_loses_nothing() {
 fn pipelined_batches_of_many_publishers_lose_nothing() {
     const PUBLISHERS: u16 = 20;
     const EACH: u16 = 100;
-    let broker = Broker::start_with_env(
-        &["--shards", "1", "--sys-interval", "0", "--log", "warn"],
-        &[
-            ("RINGMQ_MAX_QUEUED_MESSAGES", "5"),
-            ("RINGMQ_MAX_INFLIGHT", "2"),
-        ],
-    );
-    let port = broker.port();
-    let mut subscriber = blocking::connect_ok(port, "stalled-sub");
-    subscriber
-        .write_all(&raw::subscribe(4, 1, &[("q/t", 1)], &raw::Props::new()))
-        .unwrap();
-    assert_eq!(
-        blocking::read_packet(&mut subscriber).map(|p| p.0),
-        Some(0x90),
-        "SUBACK"
-    );
+    let (broker, mut subscriber) = broker_and_subscriber(None, "stalled-sub");
     // Together far more than the queue takes even past its backpressure slack.
     let publishers: Vec<TcpStream> = (0..PUBLISHERS)
         .map(|n| {
-            let mut publisher = blocking::connect_ok(port, &format!("burst-pub-{n}"));
+            let mut publisher = blocking::connect_ok(broker.port(), &format!("burst-pub-{n}"));
             publish_batch(&mut publisher, 1, EACH);
             publisher
         })
         .collect();
-
-    subscriber
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let mut received = 0usize;
-    while let Some((kind, body)) = blocking::read_packet(&mut subscriber) {
-        if kind & 0xF0 == 0x30 {
-            received += 1;
-            let id = u16::from_be_bytes([body[5], body[6]]);
-            subscriber
-                .write_all(&raw::ack(raw::kind::PUBACK, id))
-                .unwrap();
-        }
-    }
+    let received = catch_up(&mut subscriber, Duration::from_millis(1500));
     assert_eq!(
         received,
         usize::from(PUBLISHERS * EACH),

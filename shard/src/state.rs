@@ -882,7 +882,10 @@ impl Shard {
         let mut picks: Vec<(ByteString, u16, SessionKey)> = Vec::new();
         let shards = match cached {
             Some(shards) if !shards.shared => shards.clone(),
-            _ => {
+            // A share group's member is picked per message: walked every time, and
+            // the memo already says so.
+            Some(_) => self.walk_interest(&message.topic, &mut picks),
+            None => {
                 let shards = self.walk_interest(&message.topic, &mut picks);
                 if let Some(slot) = slot {
                     self.routes
